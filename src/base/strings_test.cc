@@ -1,0 +1,53 @@
+#include "base/strings.h"
+
+#include <gtest/gtest.h>
+
+#include "base/status.h"
+
+namespace regcache {
+namespace {
+
+TEST(StringsTest, ParseUintRejectsJunkAndOverflow) {
+  EXPECT_EQ(ParseUint("0"), 0u);
+  EXPECT_EQ(ParseUint("18446744073709551615"), 18446744073709551615ull);
+  EXPECT_FALSE(ParseUint("18446744073709551616"));
+  EXPECT_FALSE(ParseUint("-1"));
+  EXPECT_FALSE(ParseUint(""));
+  EXPECT_FALSE(ParseUint("12a"));
+}
+
+TEST(StringsTest, Base64RoundTripsAllLengths) {
+  std::string s;
+  for (int i = 0; i < 20; ++i) {
+    s.push_back(static_cast<char>(i * 37));
+    auto decoded = Base64Decode(Base64Encode(s));
+    ASSERT_TRUE(decoded);
+    EXPECT_EQ(*decoded, s);
+  }
+  EXPECT_EQ(Base64Encode("user:pass"), "dXNlcjpwYXNz");
+  EXPECT_FALSE(Base64Decode("a$b="));
+}
+
+TEST(StringsTest, UrlEncodeKeepsUnreserved) {
+  EXPECT_EQ(UrlEncode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+  EXPECT_EQ(UrlEncode("A-z_0.~"), "A-z_0.~");
+}
+
+TEST(StringsTest, SplitAndTrim) {
+  EXPECT_EQ(Split("a,b,,c", ',').size(), 4u);
+  EXPECT_EQ(Trim("  x y \t"), "x y");
+  EXPECT_TRUE(EqualsIgnoreCase("Content-Type", "content-type"));
+}
+
+TEST(StatusTest, ResultCarriesValueOrError) {
+  Result<int> good(3);
+  ASSERT_TRUE(good.ok());
+  EXPECT_EQ(*good, 3);
+  Result<int> bad(NotFound("nope"));
+  EXPECT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Code::kNotFound);
+  EXPECT_EQ(bad.status().WithContext("ctx").message(), "ctx: nope");
+}
+
+}  // namespace
+}  // namespace regcache
