@@ -1,0 +1,384 @@
+#include "copy/sync.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "base/strings.h"
+
+namespace regcache::copy {
+namespace {
+
+using Seconds = std::chrono::seconds;
+
+Status CheckKeys(const YAML::Node& node, const std::set<std::string>& allowed,
+                 const std::string& where) {
+  if (!node.IsMap()) return InvalidArgument(where + " must be a mapping");
+  for (const auto& kv : node) {
+    std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> StringList(const YAML::Node& node, const std::string& where) {
+  std::vector<std::string> out;
+  if (node.IsScalar()) {
+    out.push_back(node.as<std::string>());
+    return out;
+  }
+  if (!node.IsSequence()) return InvalidArgument(where + " must be a list of strings");
+  for (const auto& n : node) {
+    if (!n.IsScalar()) return InvalidArgument(where + " must be a list of strings");
+    out.push_back(n.as<std::string>());
+  }
+  return out;
+}
+
+Result<std::vector<oci::Platform>> Platforms(const YAML::Node& node, const std::string& where) {
+  RC_ASSIGN_OR_RETURN(auto list, StringList(node, where));
+  std::vector<oci::Platform> out;
+  for (const auto& p : list) {
+    auto parsed = oci::ParsePlatform(p);
+    if (!parsed.ok()) return parsed.status().WithContext(where);
+    out.push_back(*parsed);
+  }
+  return out;
+}
+
+Result<SyncConfig> ParseNode(const YAML::Node& root) {
+  SyncConfig c;
+  if (!root.IsMap()) return InvalidArgument("sync file must be a YAML mapping");
+  RC_RETURN_IF_ERROR(CheckKeys(root, {"parallel", "blob_parallel", "registries", "images",
+                                      "ratelimit", "defaults"}, "sync file"));
+  if (root["parallel"]) c.parallel = root["parallel"].as<int>();
+  if (root["blob_parallel"]) c.blob_parallel = root["blob_parallel"].as<int>();
+  if (c.parallel < 1 || c.parallel > 64) return InvalidArgument("parallel must be 1..64");
+  if (c.blob_parallel < 1 || c.blob_parallel > 64) return InvalidArgument("blob_parallel must be 1..64");
+
+  SyncImageSpec defaults;
+  if (auto d = root["defaults"]) {
+    RC_RETURN_IF_ERROR(CheckKeys(d, {"destination_prefix", "platforms", "check_upstream"}, "defaults"));
+    if (d["destination_prefix"]) defaults.destination_prefix = d["destination_prefix"].as<std::string>();
+    if (d["platforms"]) {
+      RC_ASSIGN_OR_RETURN(defaults.platforms, Platforms(d["platforms"], "defaults.platforms"));
+    }
+    if (d["check_upstream"]) defaults.check_upstream = d["check_upstream"].as<bool>();
+  }
+
+  if (auto r = root["ratelimit"]) {
+    RC_RETURN_IF_ERROR(CheckKeys(r, {"min_remaining", "action", "wait_interval", "max_wait"}, "ratelimit"));
+    if (r["min_remaining"]) c.ratelimit.min_remaining = r["min_remaining"].as<int64_t>();
+    if (r["action"]) {
+      std::string a = r["action"].as<std::string>();
+      if (a != "wait" && a != "stop") return InvalidArgument("ratelimit.action must be 'wait' or 'stop'");
+      c.ratelimit.wait = a == "wait";
+    }
+    if (r["wait_interval"]) {
+      RC_ASSIGN_OR_RETURN(c.ratelimit.wait_interval, ParseDuration(r["wait_interval"].as<std::string>()));
+    }
+    if (r["max_wait"]) {
+      RC_ASSIGN_OR_RETURN(c.ratelimit.max_wait, ParseDuration(r["max_wait"].as<std::string>()));
+    }
+  }
+
+  if (auto regs = root["registries"]) {
+    if (!regs.IsMap()) return InvalidArgument("registries must be a mapping of host to settings");
+    for (const auto& kv : regs) {
+      std::string host = kv.first.as<std::string>();
+      std::string where = "registries." + host;
+      const YAML::Node& n = kv.second;
+      RC_RETURN_IF_ERROR(CheckKeys(n, {"username", "password", "password_env", "insecure", "ca_file"}, where));
+      RegistrySettings s;
+      if (n["username"]) {
+        upstream::Credentials cred;
+        cred.username = n["username"].as<std::string>();
+        if (n["password"]) cred.password = n["password"].as<std::string>();
+        if (n["password_env"]) {
+          std::string var = n["password_env"].as<std::string>();
+          const char* v = std::getenv(var.c_str());
+          if (!v) return InvalidArgument(where + ".password_env: $" + var + " is not set");
+          cred.password = v;
+        }
+        s.credentials = cred;
+      }
+      if (n["insecure"]) s.insecure = n["insecure"].as<bool>();
+      if (n["ca_file"]) s.ca_file = n["ca_file"].as<std::string>();
+      c.registries[oci::NormalizeRegistryHost(host)] = s;
+    }
+  }
+
+  auto images = root["images"];
+  if (!images || !images.IsSequence() || images.size() == 0) {
+    return InvalidArgument("sync file needs a non-empty 'images' list");
+  }
+  for (size_t i = 0; i < images.size(); ++i) {
+    const YAML::Node& n = images[i];
+    std::string where = "images[" + std::to_string(i) + "]";
+    RC_RETURN_IF_ERROR(CheckKeys(n, {"source", "tags", "tag_regex", "destination",
+                                     "destination_prefix", "platforms", "check_upstream"}, where));
+    SyncImageSpec spec = defaults;
+    if (!n["source"]) return InvalidArgument(where + ": missing 'source'");
+    spec.source = n["source"].as<std::string>();
+    auto src = oci::ParseReference(spec.source, false);
+    if (!src.ok()) return src.status().WithContext(where + ".source");
+    if (n["tags"]) {
+      RC_ASSIGN_OR_RETURN(spec.tags, StringList(n["tags"], where + ".tags"));
+      for (const auto& t : spec.tags) {
+        if (!oci::IsValidTag(t)) return InvalidArgument(where + ".tags: invalid tag '" + t + "'");
+      }
+    }
+    if (n["tag_regex"]) {
+      spec.tag_regex = n["tag_regex"].as<std::string>();
+      try {
+        std::regex re(spec.tag_regex);
+      } catch (const std::regex_error& e) {
+        return InvalidArgument(where + ".tag_regex: " + e.what());
+      }
+    }
+    if (!spec.tags.empty() && !spec.tag_regex.empty()) {
+      return InvalidArgument(where + ": give 'tags' or 'tag_regex', not both");
+    }
+    if ((!spec.tags.empty() || !spec.tag_regex.empty()) && (!src->tag.empty() || src->digest)) {
+      return InvalidArgument(where + ": source has a tag or digest; do not also give tags");
+    }
+    if (n["destination"]) spec.destination = n["destination"].as<std::string>();
+    if (n["destination_prefix"]) spec.destination_prefix = n["destination_prefix"].as<std::string>();
+    if (spec.destination.empty() && spec.destination_prefix.empty()) {
+      return InvalidArgument(where + ": needs 'destination' or 'destination_prefix'");
+    }
+    if (!spec.destination.empty()) {
+      auto d = oci::ParseReference(spec.destination, false);
+      if (!d.ok()) return d.status().WithContext(where + ".destination");
+    }
+    if (n["platforms"]) {
+      RC_ASSIGN_OR_RETURN(spec.platforms, Platforms(n["platforms"], where + ".platforms"));
+    }
+    if (n["check_upstream"]) spec.check_upstream = n["check_upstream"].as<bool>();
+    c.images.push_back(std::move(spec));
+  }
+  return c;
+}
+
+}  // namespace
+
+Result<std::chrono::seconds> ParseDuration(const std::string& text) {
+  std::string_view t = Trim(text);
+  int64_t mult = 1;
+  if (!t.empty() && (t.back() == 's' || t.back() == 'm' || t.back() == 'h')) {
+    mult = t.back() == 'h' ? 3600 : t.back() == 'm' ? 60 : 1;
+    t.remove_suffix(1);
+  }
+  auto n = ParseUint(t);
+  if (!n) return InvalidArgument("invalid duration '" + text + "' (use 90, 90s, 10m or 6h)");
+  return Seconds(static_cast<int64_t>(*n) * mult);
+}
+
+Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text) {
+  // yaml-cpp reports errors by exception; this is config loading, not a request path, so they
+  // are caught here and turned into a Status once.
+  try {
+    return ParseNode(YAML::Load(yaml_text));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(std::string("sync file: ") + e.what());
+  }
+}
+
+SyncRunner::SyncRunner(ClientPool& clients, const SyncConfig& config)
+    : clients_(clients), config_(config) {
+  for (const auto& [registry, settings] : config_.registries) {
+    clients_.Configure(registry, Role::kSource, settings);
+    clients_.Configure(registry, Role::kDestination, settings);
+  }
+}
+
+std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
+  std::vector<SyncItem> items;
+  for (const auto& spec : config_.images) {
+    oci::Reference src = oci::ParseReference(spec.source, false).value();
+    std::vector<std::string> idents;
+    if (!src.tag.empty() || src.digest) {
+      idents.push_back(src.Identifier());
+    } else if (!spec.tags.empty()) {
+      idents = spec.tags;
+    } else if (!spec.tag_regex.empty()) {
+      auto tags = clients_.Get(src.registry, Role::kSource).ListTags(src.repository);
+      if (!tags.ok()) {
+        failures.push_back({src.Name() + " (tag_regex)", spec.destination + spec.destination_prefix,
+                            tags.status().WithContext("listing tags"), {}});
+        continue;
+      }
+      std::regex re(spec.tag_regex);
+      for (const auto& t : *tags) {
+        if (std::regex_match(t, re)) idents.push_back(t);
+      }
+      if (idents.empty()) {
+        failures.push_back({src.Name() + " (tag_regex " + spec.tag_regex + ")", "",
+                            NotFound("no tag of " + src.Name() + " matches " + spec.tag_regex), {}});
+        continue;
+      }
+    } else {
+      idents.push_back("latest");
+    }
+    for (const auto& ident : idents) {
+      SyncItem item;
+      item.spec = &spec;
+      item.source = src;
+      if (ident.find(':') != std::string::npos) {
+        item.source.digest = oci::Digest::Parse(ident).value();
+      } else {
+        item.source.tag = ident;
+      }
+      std::string tag = item.source.tag.empty() ? "" : item.source.tag;
+      std::string dest_text;
+      if (!spec.destination.empty()) {
+        auto d = oci::ParseReference(spec.destination, false).value();
+        if ((!d.tag.empty() || d.digest) && idents.size() > 1) {
+          failures.push_back({item.source.String(), spec.destination,
+                              InvalidArgument("destination has a tag but the source has several"), {}});
+          continue;
+        }
+        dest_text = spec.destination;
+        if (d.tag.empty() && !d.digest) dest_text += tag.empty() ? "" : ":" + tag;
+      } else {
+        dest_text = spec.destination_prefix + "/" + src.repository + (tag.empty() ? "" : ":" + tag);
+      }
+      auto dst = oci::ParseReference(dest_text, false);
+      if (!dst.ok()) {
+        failures.push_back({item.source.String(), dest_text, dst.status(), {}});
+        continue;
+      }
+      item.destination = *dst;
+      if (item.destination.tag.empty() && !item.destination.digest) {
+        failures.push_back({item.source.String(), dest_text,
+                            InvalidArgument("a source by digest needs a destination tag"), {}});
+        continue;
+      }
+      items.push_back(item);
+    }
+  }
+  return items;
+}
+
+Status SyncRunner::GateOnRateLimit(const SyncItem& item,
+                                   const std::function<void(const std::string&)>& log) {
+  const auto& guard = config_.ratelimit;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return stop_reason_;
+  }
+  if (guard.min_remaining < 0) return Status::Ok();
+  auto& client = clients_.Get(item.source.registry, Role::kSource);
+  auto waited = Seconds(0);
+  while (true) {
+    auto rl = client.rate_limit();
+    if (rl.remaining < 0 || rl.remaining >= guard.min_remaining) return Status::Ok();
+    std::string what = item.source.registry + " reports " + std::to_string(rl.remaining) +
+                       " pulls remaining (threshold " + std::to_string(guard.min_remaining) + ")";
+    if (!guard.wait || waited >= guard.max_wait) {
+      Status stop(Code::kRateLimited,
+                  "not attempted: " + what +
+                      (guard.wait ? "; waited " + std::to_string(waited.count()) + " s" : "") +
+                      "; run again later or raise the quota (docker login)");
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!stopped_) {
+        stopped_ = true;
+        stop_reason_ = stop;
+        log("stopping: " + what);
+      }
+      return stop_reason_;
+    }
+    log("waiting " + std::to_string(guard.wait_interval.count()) + " s: " + what);
+    std::this_thread::sleep_for(guard.wait_interval);
+    waited += guard.wait_interval;
+    // A HEAD costs no quota and brings fresh rate-limit headers.
+    (void)client.HeadManifest(item.source.repository, item.source.Identifier());
+  }
+}
+
+std::vector<SyncOutcome> SyncRunner::Run(const std::vector<SyncItem>& items, bool dry_run,
+                                         const std::function<void(const std::string&)>& log) {
+  std::vector<SyncOutcome> outcomes(items.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    while (true) {
+      size_t i = next.fetch_add(1);
+      if (i >= items.size()) return;
+      const SyncItem& item = items[i];
+      SyncOutcome& out = outcomes[i];
+      out.source = item.source.String();
+      out.destination = item.destination.String();
+      Status gate = GateOnRateLimit(item, log);
+      if (!gate.ok()) {
+        out.status = gate;
+        continue;
+      }
+      EnsureOptions options;
+      options.check_upstream = item.spec->check_upstream;
+      options.platforms = item.spec->platforms;
+      options.parallel_blobs = config_.blob_parallel;
+      options.dry_run = dry_run;
+      Copier copier(clients_.Get(item.source.registry, Role::kSource),
+                    clients_.Get(item.destination.registry, Role::kDestination), options);
+      auto r = copier.Ensure(item.source, item.destination);
+      if (!r.ok()) {
+        out.status = r.status();
+        log("failed: " + out.source + " -> " + out.destination + ": " + r.status().message());
+      } else {
+        out.result = *r;
+        if (r->copied) log("copied: " + out.source + " -> " + out.destination);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  const size_t n = std::min<size_t>(static_cast<size_t>(config_.parallel), items.size());
+  for (size_t i = 1; i < n; ++i) threads.emplace_back(worker);
+  if (n > 0) worker();
+  for (auto& t : threads) t.join();
+  return outcomes;
+}
+
+std::string FormatSyncSummary(const std::vector<SyncOutcome>& outcomes, bool dry_run) {
+  size_t w_src = 6, w_dst = 11;
+  for (const auto& o : outcomes) {
+    w_src = std::max(w_src, o.source.size());
+    w_dst = std::max(w_dst, o.destination.size());
+  }
+  std::ostringstream out;
+  auto pad = [](const std::string& s, size_t w) { return s + std::string(w - s.size() + 2, ' '); };
+  out << pad("SOURCE", w_src) << pad("DESTINATION", w_dst) << "RESULT\n";
+  int copied = 0, present = 0, failed = 0, would = 0;
+  for (const auto& o : outcomes) {
+    std::string result;
+    if (!o.status.ok()) {
+      ++failed;
+      result = "failed: " + o.status.message();
+    } else if (o.result.would_copy) {
+      ++would;
+      result = "would copy (" + o.result.reason + ")";
+    } else if (o.result.copied) {
+      ++copied;
+      result = "copied " + o.result.destination_digest.str().substr(0, 19) + " (" +
+               std::to_string(o.result.blobs_copied) + " blobs, " +
+               HumanBytes(o.result.bytes_copied) + ")";
+    } else {
+      ++present;
+      result = "present " + o.result.destination_digest.str().substr(0, 19);
+    }
+    out << pad(o.source, w_src) << pad(o.destination, w_dst) << result << "\n";
+  }
+  if (dry_run) {
+    out << would << " would be copied, " << present << " already present, " << failed
+        << " failed\n";
+  } else {
+    out << copied << " copied, " << present << " already present, " << failed << " failed\n";
+  }
+  return out.str();
+}
+
+}  // namespace regcache::copy

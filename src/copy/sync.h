@@ -1,0 +1,92 @@
+// `regcache sync FILE`: keep a list of images mirrored. The file (YAML) names sources, tags (a
+// list or a regex over the source's tag list), destinations (a reference or a prefix), platforms,
+// and per-registry credentials and TLS settings; see docs/sync.md for the format.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "copy/client_pool.h"
+#include "copy/copier.h"
+
+namespace regcache::copy {
+
+struct SyncImageSpec {
+  std::string source;
+  std::vector<std::string> tags;
+  std::string tag_regex;
+  std::string destination;         // full reference (repo, or repo:tag for a single tag)
+  std::string destination_prefix;  // <prefix>/<source repository>:<tag>
+  std::vector<oci::Platform> platforms;
+  bool check_upstream = false;
+};
+
+struct RateLimitGuard {
+  int64_t min_remaining = -1;  // -1: off
+  bool wait = false;           // false: stop
+  std::chrono::seconds wait_interval{60};
+  std::chrono::seconds max_wait{6 * 3600};
+};
+
+struct SyncConfig {
+  int parallel = 2;
+  int blob_parallel = 4;
+  std::map<std::string, RegistrySettings> registries;  // by normalized registry name
+  std::vector<SyncImageSpec> images;
+  RateLimitGuard ratelimit;
+};
+
+// Parses the YAML text. kInvalidArgument naming the field (and image index) on any problem:
+// unknown keys, bad references, bad regex, bad platform, bad durations, no destination.
+Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text);
+
+// "90", "90s", "10m", "6h" -> seconds.
+Result<std::chrono::seconds> ParseDuration(const std::string& text);
+
+struct SyncItem {
+  oci::Reference source;
+  oci::Reference destination;
+  const SyncImageSpec* spec = nullptr;
+};
+
+struct SyncOutcome {
+  std::string source;       // as shown in the summary
+  std::string destination;
+  Status status;
+  EnsureResult result;
+};
+
+class SyncRunner {
+ public:
+  SyncRunner(ClientPool& clients, const SyncConfig& config);
+
+  // Expands every image into (source, destination) pairs; an image that cannot be expanded
+  // (its tag list unreadable, say) becomes a failed outcome in `failures`.
+  std::vector<SyncItem> Expand(std::vector<SyncOutcome>& failures);
+
+  // Runs ensure for each item, `parallel` at a time, continuing past failures. With the rate-limit
+  // guard on, an item whose source reports fewer remaining pulls than the threshold waits (and
+  // re-reads the quota with a free HEAD) or stops the run; items not attempted fail with a clear
+  // message. `log` receives one human-readable line per event.
+  std::vector<SyncOutcome> Run(const std::vector<SyncItem>& items, bool dry_run,
+                               const std::function<void(const std::string&)>& log);
+
+ private:
+  // Ok to proceed, or the reason to stop.
+  Status GateOnRateLimit(const SyncItem& item, const std::function<void(const std::string&)>& log);
+
+  ClientPool& clients_;
+  const SyncConfig& config_;
+  std::mutex mu_;
+  bool stopped_ = false;
+  Status stop_reason_;
+};
+
+// The summary table printed at the end of a sync.
+std::string FormatSyncSummary(const std::vector<SyncOutcome>& outcomes, bool dry_run);
+
+}  // namespace regcache::copy
