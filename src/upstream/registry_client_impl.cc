@@ -445,7 +445,7 @@ Status RegistryClientImpl::GetBlob(const std::string& repo, const oci::Descripto
     Call call;
     call.url = BlobUrl(repo, blob.digest);
     call.scopes = ScopesFor(repo);
-    call.retry = received == 0;  // only fresh downloads may be retried inside Execute
+    call.retry = false;  // this loop retries, resuming with Range instead of starting over
     if (received > 0) call.headers.push_back({"Range", "bytes=" + std::to_string(received) + "-"});
     call.on_headers = [&](long status, const HttpHeaders& headers) -> Status {
       if (received > 0 && status == 200) skip = received;  // full body again

@@ -1,0 +1,286 @@
+// regcache command line: `ensure`, `sync` (and `serve`, the caching registry, when built).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "app/exit_codes.h"
+#include "base/strings.h"
+#include "copy/client_pool.h"
+#include "copy/copier.h"
+#include "copy/sync.h"
+#include "oci/reference.h"
+
+namespace regcache::app {
+namespace {
+
+// Prints "regcache: <kind>: <message> (<hint>)" on stderr and returns the exit code.
+int Fail(const Status& s) {
+  std::string msg = s.message();
+  for (char& c : msg) {
+    if (c == '\n') c = ' ';
+  }
+  std::fprintf(stderr, "regcache: %s: %s (%s)\n", CodeName(s.code()), msg.c_str(), HintFor(s));
+  return ExitCodeFor(s);
+}
+
+struct CommonFlags {
+  std::vector<std::string> insecure_registries;
+  std::string ca_file;
+  int retries = 4;
+  int retry_base_ms = 300;
+  int timeout_s = 30;
+  std::string docker_config;
+};
+
+upstream::ClientOptions BaseOptions(const CommonFlags& f) {
+  upstream::ClientOptions o;
+  for (const auto& h : f.insecure_registries) o.insecure_registries.push_back(oci::NormalizeRegistryHost(h));
+  o.transport.ca_file = f.ca_file;
+  o.transport.stall_timeout_s = f.timeout_s;
+  o.retry.max_attempts = std::max(1, f.retries);
+  o.retry.base_delay = std::chrono::milliseconds(f.retry_base_ms);
+  return o;
+}
+
+void AddCommonFlags(CLI::App* cmd, CommonFlags& f) {
+  cmd->add_option("--insecure-registry", f.insecure_registries,
+                  "HOST[:PORT] that may be reached over plain HTTP or unverified TLS (repeatable; "
+                  "loopback hosts always may)")
+      ->allow_extra_args(false);
+  cmd->add_option("--ca-file", f.ca_file, "extra CA certificates (PEM) to trust, besides the system's")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--retries", f.retries, "attempts per request on 408/429/5xx/network errors")
+      ->capture_default_str();
+  cmd->add_option("--retry-base-ms", f.retry_base_ms, "first backoff delay; doubles per retry, jittered")
+      ->capture_default_str();
+  cmd->add_option("--timeout", f.timeout_s, "abort a transfer that moves no data for this many seconds")
+      ->capture_default_str();
+  cmd->add_option("--docker-config", f.docker_config,
+                  "directory holding config.json (default $DOCKER_CONFIG or ~/.docker)");
+}
+
+// Progress on stderr, only when it is a terminal.
+class ProgressLine {
+ public:
+  ProgressLine() : enabled_(isatty(2)) {}
+  void Update(const copy::CopyProgress& p) {
+    if (!enabled_) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(100) && p.blobs_done < p.blobs_total) return;
+    last_ = now;
+    std::fprintf(stderr, "\r\033[Kblobs %llu/%llu  %s / %s", (unsigned long long)p.blobs_done,
+                 (unsigned long long)p.blobs_total, HumanBytes(p.bytes_done).c_str(),
+                 HumanBytes(p.bytes_total).c_str());
+    shown_ = true;
+  }
+  void Clear() {
+    if (shown_) std::fprintf(stderr, "\r\033[K");
+  }
+
+ private:
+  bool enabled_;
+  bool shown_ = false;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+nlohmann::json ResultJson(const copy::EnsureResult& r, const std::string& printed_dst) {
+  nlohmann::json j;
+  j["source"] = r.source.String();
+  j["source_digest"] = r.source_digest.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.source_digest.str());
+  j["destination"] = printed_dst;
+  j["destination_digest"] = r.destination_digest.str();
+  j["copied"] = r.copied;
+  j["reason"] = r.reason;
+  j["manifests"] = {{"pushed", r.manifests_pushed}, {"present", r.manifests_present}};
+  j["blobs"] = {{"skipped", r.blobs_skipped}, {"mounted", r.blobs_mounted}, {"copied", r.blobs_copied}};
+  j["bytes_copied"] = r.bytes_copied;
+  j["source_requests"] = {{"total", r.source_requests.Total()},
+                          {"manifest_gets", r.source_requests.manifest_gets}};
+  if (r.source_rate_limit.remaining >= 0) {
+    j["ratelimit"] = {{"limit", r.source_rate_limit.limit},
+                      {"remaining", r.source_rate_limit.remaining},
+                      {"window_s", r.source_rate_limit.window_s},
+                      {"source", r.source_rate_limit.source}};
+  } else {
+    j["ratelimit"] = nullptr;
+  }
+  return j;
+}
+
+struct EnsureFlags {
+  std::string src, dst;
+  std::string src_creds, dest_creds;
+  bool check_upstream = false;
+  std::vector<std::string> platforms;
+  int jobs = 4;
+  bool json = false;
+};
+
+int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
+  auto src = oci::ParseReference(f.src);
+  if (!src.ok()) return Fail(src.status().WithContext("SRC"));
+  auto dst = oci::ParseReference(f.dst, /*default_tag=*/false);
+  if (!dst.ok()) return Fail(dst.status().WithContext("DST"));
+  // A destination without tag or digest takes the source's tag, not "latest".
+  if (dst->tag.empty() && !dst->digest) {
+    if (src->tag.empty()) {
+      return Fail(InvalidArgument("DST needs a tag when SRC is given by digest only"));
+    }
+    dst->tag = src->tag;
+  }
+  copy::EnsureOptions options;
+  options.check_upstream = f.check_upstream;
+  options.parallel_blobs = f.jobs;
+  for (const auto& p : f.platforms) {
+    auto parsed = oci::ParsePlatform(p);
+    if (!parsed.ok()) return Fail(parsed.status());
+    options.platforms.push_back(*parsed);
+  }
+  copy::ClientPool pool(BaseOptions(common), common.docker_config);
+  if (!f.src_creds.empty()) {
+    auto c = upstream::ParseUserPass(f.src_creds);
+    if (!c.ok()) return Fail(c.status().WithContext("--src-creds"));
+    pool.Configure(src->registry, copy::Role::kSource, {*c, false, ""});
+  }
+  if (!f.dest_creds.empty()) {
+    auto c = upstream::ParseUserPass(f.dest_creds);
+    if (!c.ok()) return Fail(c.status().WithContext("--dest-creds"));
+    pool.Configure(dst->registry, copy::Role::kDestination, {*c, false, ""});
+  }
+  ProgressLine progress;
+  options.on_progress = [&](const copy::CopyProgress& p) { progress.Update(p); };
+  copy::Copier copier(pool.Get(src->registry, copy::Role::kSource),
+                      pool.Get(dst->registry, copy::Role::kDestination), options);
+  auto result = copier.Ensure(*src, *dst);
+  progress.Clear();
+  if (!result.ok()) return Fail(result.status());
+
+  // DST exactly as given, with the digest appended, so `FROM $(regcache ensure ...)` pins it.
+  std::string printed = f.dst;
+  if (!dst->digest) printed += "@" + result->destination_digest.str();
+  if (f.json) {
+    std::cout << ResultJson(*result, printed).dump() << std::endl;
+  } else {
+    std::cout << printed << std::endl;
+  }
+  if (result->source_rate_limit.remaining >= 0 && isatty(2)) {
+    std::fprintf(stderr, "%s: %lld pulls remaining\n", src->registry.c_str(),
+                 (long long)result->source_rate_limit.remaining);
+  }
+  return kExitOk;
+}
+
+struct SyncFlags {
+  std::string file;
+  bool dry_run = false;
+  bool json = false;
+};
+
+int RunSync(const SyncFlags& f, const CommonFlags& common) {
+  std::ifstream in(f.file);
+  if (!in) return Fail(InvalidArgument("cannot read sync file " + f.file));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto config = copy::ParseSyncConfig(ss.str());
+  if (!config.ok()) return Fail(config.status().WithContext(f.file));
+  copy::ClientPool pool(BaseOptions(common), common.docker_config);
+  copy::SyncRunner runner(pool, *config);
+  std::vector<copy::SyncOutcome> outcomes;
+  auto items = runner.Expand(outcomes);
+  std::mutex log_mu;
+  auto log = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    std::fprintf(stderr, "regcache sync: %s\n", line.c_str());
+  };
+  auto ran = runner.Run(items, f.dry_run, log);
+  outcomes.insert(outcomes.begin(), ran.begin(), ran.end());
+  if (f.json) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& o : outcomes) {
+      nlohmann::json j = o.status.ok() ? ResultJson(o.result, o.destination) : nlohmann::json::object();
+      j["source"] = o.source;
+      j["destination"] = o.destination;
+      j["ok"] = o.status.ok();
+      if (!o.status.ok()) j["error"] = o.status.ToString();
+      if (o.status.ok() && o.result.would_copy) j["would_copy"] = true;
+      arr.push_back(j);
+    }
+    std::cout << arr.dump(2) << std::endl;
+  } else {
+    std::cout << copy::FormatSyncSummary(outcomes, f.dry_run);
+  }
+  int worst = kExitOk;
+  for (const auto& o : outcomes) {
+    if (!o.status.ok()) worst = kExitFailure;
+  }
+  // A run stopped by the rate-limit guard says so in its exit code.
+  for (const auto& o : outcomes) {
+    if (o.status.code() == Code::kRateLimited) worst = kExitRateLimited;
+  }
+  return worst;
+}
+
+}  // namespace
+}  // namespace regcache::app
+
+int main(int argc, char** argv) {
+  using namespace regcache::app;
+  std::signal(SIGPIPE, SIG_IGN);  // a closed pipe or socket is an error return, not a death
+
+  CLI::App app{"regcache: copy container images between registries without a daemon, and cache them"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "regcache 0.1.0");
+
+  CommonFlags common;
+  EnsureFlags ef;
+  auto* ensure = app.add_subcommand(
+      "ensure",
+      "Make DST hold SRC: if DST exists, do nothing (no request to SRC's registry); else copy "
+      "every platform byte-exact, streaming blobs registry to registry. Prints DST@sha256:<digest>.");
+  ensure->add_option("SRC", ef.src, "source image, e.g. ruby:3.3 or ghcr.io/org/app:1.0")->required();
+  ensure->add_option("DST", ef.dst, "destination, e.g. 123.dkr.ecr.us-east-1.amazonaws.com/mirror/ruby:3.3 "
+                                    "(without a tag: SRC's tag)")->required();
+  ensure->add_option("--src-creds", ef.src_creds, "USER:PASS for the source registry");
+  ensure->add_option("--dest-creds", ef.dest_creds, "USER:PASS for the destination registry");
+  ensure->add_flag("--check-upstream", ef.check_upstream,
+                   "when DST exists, HEAD SRC (costs no Docker Hub pull) and copy if the tag moved");
+  ensure->add_option("--platform", ef.platforms,
+                     "os/arch[/variant] to copy (repeatable). Changes the digest: one platform "
+                     "copies that platform's manifest, several write a new index")
+      ->allow_extra_args(false);
+  ensure->add_option("-j,--jobs", ef.jobs, "blobs copied in parallel")->capture_default_str()->check(CLI::Range(1, 64));
+  ensure->add_flag("--json", ef.json, "print a JSON object instead of the reference");
+  AddCommonFlags(ensure, common);
+
+  SyncFlags sf;
+  auto* sync = app.add_subcommand("sync", "Ensure every image listed in a YAML file; print a summary table");
+  sync->add_option("FILE", sf.file, "sync file (see docs/sync.md)")->required();
+  sync->add_flag("--dry-run", sf.dry_run, "list what would be copied; write nothing, GET no manifests");
+  sync->add_flag("--json", sf.json, "print JSON instead of the table");
+  AddCommonFlags(sync, common);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "regcache: invalid_argument: %s (see --help)\n", e.what());
+    return kExitInvalidInput;
+  }
+  if (ensure->parsed()) return RunEnsure(ef, common);
+  if (sync->parsed()) return RunSync(sf, common);
+  return kExitInvalidInput;
+}

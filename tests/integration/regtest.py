@@ -1,0 +1,370 @@
+"""Integration-test harness: real docker-registry (CNCF distribution) processes on loopback, a
+token server of our own (Docker Hub's Bearer flow, JWTs signed with openssl), and a fault proxy
+that cuts, corrupts, redirects or annotates responses. Everything listens on 127.0.0.1 with free
+ports and is stopped by PID."""
+
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REGCACHE = os.environ.get("REGCACHE_BIN", os.path.join(HERE, "..", "..", "build", "regcache"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on port %d" % port)
+
+
+class TokenIssuer:
+    """Key and self-signed certificate for signing registry JWTs (RS256, x5c header)."""
+
+    def __init__(self, workdir):
+        self.key = os.path.join(workdir, "token.key")
+        self.cert = os.path.join(workdir, "token.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        self.key, "-out", self.cert, "-days", "2", "-subj", "/CN=regcache-test-token"],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.lock = threading.Lock()
+
+    def sign(self, claims):
+        def b64(data):
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key],
+                             input=signing_input.encode(), check=True, capture_output=True).stdout
+        return signing_input + "." + b64(sig)
+
+
+class TokenServer:
+    """A token endpoint like auth.docker.io: Basic credentials in, a scoped JWT out.
+    Anonymous callers get pull access only when allow_anonymous_pull is set."""
+
+    def __init__(self, workdir, users, service="regcache-test", issuer="regcache-test-issuer",
+                 allow_anonymous_pull=True, access_token_only=False):
+        self.issuer_keys = TokenIssuer(workdir)
+        self.users, self.service, self.issuer = users, service, issuer
+        self.allow_anonymous_pull = allow_anonymous_pull
+        self.access_token_only = access_token_only
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                user = None
+                auth = self.headers.get("Authorization", "")
+                if auth.startswith("Basic "):
+                    u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+                    if outer.users.get(u) != p:
+                        self.send_response(401)
+                        self.send_header("Content-Type", "application/json")
+                        self.end_headers()
+                        self.wfile.write(b'{"details":"incorrect username or password"}')
+                        return
+                    user = u
+                outer.requests.append({"user": user, "scope": q.get("scope", [])})
+                access = []
+                for scope in q.get("scope", []):
+                    kind, _, rest = scope.partition(":")
+                    name, _, actions = rest.rpartition(":")
+                    wanted = actions.split(",")
+                    granted = wanted if user else [a for a in wanted if a == "pull" and outer.allow_anonymous_pull]
+                    if granted:
+                        access.append({"type": kind, "name": name, "actions": granted})
+                now = int(time.time())
+                claims = {"iss": outer.issuer, "sub": user or "", "aud": q.get("service", [""])[0],
+                          "exp": now + 300, "nbf": now - 10, "iat": now,
+                          "jti": hashlib.sha256(os.urandom(8)).hexdigest(), "access": access}
+                token = outer.issuer_keys.sign(claims)
+                body = {"access_token": token} if outer.access_token_only else {"token": token, "expires_in": 300}
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.realm = "http://127.0.0.1:%d/token" % self.port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Registry:
+    """A docker-registry (distribution 2.8) process. auth: None, ("htpasswd", {user: pass}) or
+    ("token", TokenServer)."""
+
+    def __init__(self, workdir, name, auth=None, port=None):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        self.log_path = os.path.join(self.dir, "registry.log")
+        config = {
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": False}, "formatter": "text"},
+            "storage": {"filesystem": {"rootdirectory": os.path.join(self.dir, "data")},
+                        "delete": {"enabled": True}},
+            "http": {"addr": "127.0.0.1:%d" % self.port, "secret": "regcache-test-secret"},
+        }
+        if auth and auth[0] == "htpasswd":
+            path = os.path.join(self.dir, "htpasswd")
+            with open(path, "w") as f:
+                for user, pw in auth[1].items():
+                    line = subprocess.run(["htpasswd", "-nbB", user, pw], check=True,
+                                          capture_output=True, text=True).stdout.strip()
+                    f.write(line + "\n")
+            config["auth"] = {"htpasswd": {"realm": "regcache-test", "path": path}}
+        elif auth and auth[0] == "token":
+            ts = auth[1]
+            config["auth"] = {"token": {"realm": ts.realm, "service": ts.service, "issuer": ts.issuer,
+                                        "rootcertbundle": ts.issuer_keys.cert}}
+        self.config_path = os.path.join(self.dir, "config.yml")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f)  # JSON is YAML
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", self.config_path],
+                                     stdout=self.log, stderr=self.log)
+        wait_port(self.port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+    def requests(self):
+        """(method, path, status) of every request in the access log so far."""
+        out = []
+        with open(self.log_path, "rb") as f:
+            for line in f.read().decode(errors="replace").splitlines():
+                # combined log format: ... "GET /v2/x HTTP/1.1" 200 ...
+                q = line.find('"')
+                if q < 0 or 'HTTP/1.' not in line:
+                    continue
+                parts = line[q + 1:].split(" ")
+                if len(parts) >= 4 and parts[0] in ("GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"):
+                    out.append((parts[0], parts[1], parts[3]))
+        return out
+
+
+class FaultProxy:
+    """HTTP proxy in front of an upstream with switchable faults on blob GETs:
+    cut_after (bytes) + cut_count, die_on_cut, corrupt, redirect_to (another origin), and
+    extra_headers on every response. Records (method, path, headers) of each request."""
+
+    def __init__(self, upstream_port, inject_auth=None, port=0):
+        self.upstream_port = upstream_port
+        self.inject_auth = inject_auth
+        self.cut_after = None
+        self.cut_count = 0
+        self.die_on_cut = False
+        self.dead = False
+        self.corrupt = False
+        self.redirect_to = None
+        self.extra_headers = {}
+        # [method, path substring, status, headers, remaining count]: canned failures
+        self.fail_next = []
+        self.log = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle_one(self):
+                if outer.dead:  # a dead upstream: connections drop without an answer
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                with outer.lock:
+                    outer.log.append((self.command, self.path, dict(self.headers)))
+                is_blob_get = self.command == "GET" and "/blobs/sha256:" in self.path
+                with outer.lock:
+                    canned = None
+                    for f in outer.fail_next:
+                        if f[0] == self.command and f[1] in self.path and f[4] > 0:
+                            f[4] -= 1
+                            canned = f
+                            break
+                if canned:
+                    self.send_response(canned[2])
+                    for k, v in canned[3].items():
+                        self.send_header(k, v)
+                    body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"canned"}]}'
+                    self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                    return
+                if is_blob_get and outer.redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", outer.redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                if outer.inject_auth:
+                    headers["Authorization"] = outer.inject_auth
+                conn = http.client.HTTPConnection("127.0.0.1", outer.upstream_port, timeout=60)
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() in ("connection", "transfer-encoding"):
+                        continue
+                    if k.lower() == "location" and v.startswith("http://127.0.0.1:%d" % outer.upstream_port):
+                        v = v.replace(":%d" % outer.upstream_port, ":%d" % outer.port, 1)
+                    self.send_header(k, v)
+                for k, v in outer.extra_headers.items():
+                    self.send_header(k, v)
+                if self.command == "HEAD" or resp.status in (204, 304):
+                    self.end_headers()
+                    resp.read()
+                    conn.close()
+                    return
+                data = resp.read()
+                conn.close()
+                if "Content-Length" not in resp.headers:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if is_blob_get and resp.status in (200, 206):
+                    with outer.lock:
+                        cut = (outer.cut_after is not None and outer.cut_count > 0
+                               and len(data) > outer.cut_after)
+                        if cut:
+                            outer.cut_count -= 1
+                    if outer.corrupt and len(data) > 0:
+                        data = bytearray(data)
+                        data[len(data) // 2] ^= 0xFF
+                        data = bytes(data)
+                    if cut:
+                        self.wfile.write(data[:outer.cut_after])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        if outer.die_on_cut:
+                            outer.dead = True
+                        return
+                self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_one
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.host = "127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        try:
+            self.server.shutdown()
+            self.server.server_close()
+        except Exception:
+            pass
+
+    def requests(self, method=None, contains=None):
+        with self.lock:
+            return [r for r in self.log if (method is None or r[0] == method)
+                    and (contains is None or contains in r[1])]
+
+
+def run_regcache(*args, env=None, timeout=300, input=None):
+    e = dict(os.environ)
+    e.setdefault("DOCKER_CONFIG", tempfile.mkdtemp(prefix="regcache-dc-"))
+    if env:
+        e.update(env)
+    return subprocess.run([REGCACHE, *args], capture_output=True, text=True, timeout=timeout,
+                          env=e, input=input)
+
+
+class RegistryTestCase(unittest.TestCase):
+    """Gives each test a work directory and stops what it started."""
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="regcache-it-")
+        self._stops = []
+
+    def tearDown(self):
+        for fn in reversed(self._stops):
+            try:
+                fn()
+            except Exception:
+                pass
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def registry(self, name, auth=None):
+        r = Registry(self.work, name, auth)
+        self._stops.append(r.stop)
+        return r
+
+    def token_server(self, users, **kw):
+        t = TokenServer(self.work, users, **kw)
+        self._stops.append(t.stop)
+        return t
+
+    def proxy(self, upstream_port, **kw):
+        p = FaultProxy(upstream_port, **kw)
+        self._stops.append(p.stop)
+        return p
+
+    def image(self, name="img", **kw):
+        layout = os.path.join(self.work, "layout-" + name)
+        digest = make_layout_cached(layout, **kw)
+        return layout, digest
+
+
+def make_layout_cached(layout, **kw):
+    from fixtures import make_layout
+    return make_layout(layout, **kw)
