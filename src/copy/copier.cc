@@ -134,7 +134,15 @@ Result<EnsureResult> Copier::Ensure(const oci::Reference& src, const oci::Refere
     return finish();
   }
 
-  // 2. Fetch the source's top manifest and decide what the destination will hold.
+  // 2. Can the destination take pushes into this repository? ECR answers NAME_UNKNOWN for a
+  // repository that was never created; find out before spending source pulls on manifests.
+  if (!head.ok()) {
+    auto probe = dst_.StartUpload(dst.repository, oci::Digest::Of(""), "");
+    if (!probe.ok()) return probe.status().WithContext("destination " + dst.String());
+    dst_.CancelUpload(*probe);
+  }
+
+  // 3. Fetch the source's top manifest and decide what the destination will hold.
   auto top = src_.GetManifest(src.repository, src.Identifier());
   if (!top.ok()) return top.status().WithContext("reading source " + src.String());
   res.source_digest = top->info.digest;
@@ -204,7 +212,7 @@ Result<EnsureResult> Copier::Ensure(const oci::Reference& src, const oci::Refere
     return finish();
   }
 
-  // 3. Blobs, then child manifests by digest, then the tag: the tag is the last write.
+  // 4. Blobs, then child manifests by digest, then the tag: the tag is the last write.
   RC_RETURN_IF_ERROR(CopyBlobs(src, dst, plan.blobs, res));
   res.manifests_present = plan.present;
   for (const auto& m : plan.manifests) {

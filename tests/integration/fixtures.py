@@ -32,7 +32,8 @@ def _put_blob(layout, data):
 
 
 def _layer(rng, size, name):
-    payload = rng.randbytes(size)
+    # randbytes cannot make more than 256 MiB - 1 bit at once.
+    payload = b"".join(rng.randbytes(min(16 << 20, size - off)) for off in range(0, size, 16 << 20))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo(name)

@@ -208,7 +208,7 @@ class FaultProxy:
         self.corrupt = False
         self.redirect_to = None
         self.extra_headers = {}
-        # [method, path substring, status, headers, remaining count]: canned failures
+        # [method, path substring, status, headers, remaining count, optional body]: canned answers
         self.fail_next = []
         self.log = []
         self.lock = threading.Lock()
@@ -239,7 +239,8 @@ class FaultProxy:
                     self.send_response(canned[2])
                     for k, v in canned[3].items():
                         self.send_header(k, v)
-                    body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"canned"}]}'
+                    body = canned[5] if len(canned) > 5 else \
+                        b'{"errors":[{"code":"TOOMANYREQUESTS","message":"canned"}]}'
                     self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
                     self.end_headers()
                     if self.command != "HEAD":

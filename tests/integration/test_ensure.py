@@ -275,6 +275,22 @@ class EnsureTest(RegistryTestCase):
         self.assertEqual(r.returncode, 5, r.stderr)
         self.assertIn("rate_limited", r.stderr)
 
+    def test_missing_destination_repository_is_reported_before_any_source_pull(self):
+        # ECR does not create repositories on push: its upload POST answers 404 NAME_UNKNOWN.
+        src = self.registry("src")
+        dst = self.registry("dst")
+        self.seeded(src)
+        src_proxy = self.proxy(src.port)
+        ecr = self.proxy(dst.port)
+        ecr.fail_next.append(["POST", "/v2/mirror/app/blobs/uploads/", 404, {"Content-Type": "application/json"}, 99,
+                              b'{"errors":[{"code":"NAME_UNKNOWN","message":"The repository with name '
+                              b"'mirror/app' does not exist in the registry with id '123456789012'\"}]}"])
+        r = run_regcache("ensure", "%s/lib/app:v1" % src_proxy.host, "%s/mirror/app:v1" % ecr.host, *FAST)
+        self.assertEqual(r.returncode, 4, r.stderr)
+        self.assertIn("does not exist", r.stderr)
+        self.assertIn("create it first", r.stderr)
+        self.assertEqual(src_proxy.requests("GET", "/manifests/"), [], "no source pull for a doomed copy")
+
     def test_bad_input_and_unreachable_hosts(self):
         cases = [
             (["ensure", "Ruby:3", "localhost:5000/x"], 2, "lowercase"),
