@@ -275,6 +275,21 @@ class EnsureTest(RegistryTestCase):
         self.assertEqual(r.returncode, 5, r.stderr)
         self.assertIn("rate_limited", r.stderr)
 
+    def test_refused_monolithic_upload_falls_back_to_chunks(self):
+        src = self.registry("src")
+        dst = self.registry("dst")
+        digest = self.seeded(src, platforms=[("linux", "amd64", "")], layers=1, layer_size=3 * MIB)
+        front = self.proxy(dst.port)
+        front.fail_next.append(["PUT", "/blobs/uploads/", 413, {}, 1, b""])
+        r = run_regcache("ensure", "%s/lib/app:v1" % src.host, "%s/m/app:v1" % front.host, "-j", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip().rsplit("@", 1)[1], digest)
+        patches = front.requests("PATCH", "/blobs/uploads/")
+        self.assertGreaterEqual(len(patches), 1)
+        for _, _, headers in patches:
+            self.assertRegex(headers.get("Content-Range", ""), r"^[0-9]+-[0-9]+$")
+        self.assert_same_image("%s/lib/app:v1" % src.host, "%s/m/app:v1" % dst.host)
+
     def test_missing_destination_repository_is_reported_before_any_source_pull(self):
         # ECR does not create repositories on push: its upload POST answers 404 NAME_UNKNOWN.
         src = self.registry("src")
