@@ -1,0 +1,55 @@
+// Cache metadata: which tag points where and when it was last checked, what media type each
+// stored manifest has, and which repository (per upstream) is known to contain which content.
+// The last one is the access rule: a blob is served by digest only through a repository that
+// references it, or after upstream confirmed that repository has it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/status.h"
+#include "oci/digest.h"
+
+namespace regcache::metadata {
+
+struct TagRecord {
+  oci::Digest digest;
+  std::string media_type;
+  uint64_t size = 0;
+  int64_t fetched_at = 0;  // unix seconds: manifest bytes fetched
+  int64_t checked_at = 0;  // unix seconds: last time upstream confirmed (GET or HEAD)
+};
+
+enum class ContentKind { kManifest = 1, kBlob = 2 };
+
+class MetadataStore {
+ public:
+  virtual ~MetadataStore() = default;
+
+  virtual Result<std::optional<TagRecord>> GetTag(const std::string& upstream,
+                                                  const std::string& repo,
+                                                  const std::string& tag) = 0;
+  virtual Status PutTag(const std::string& upstream, const std::string& repo,
+                        const std::string& tag, const TagRecord& record) = 0;
+  // Records that upstream re-confirmed the tag at `now` (same digest).
+  virtual Status TouchTagChecked(const std::string& upstream, const std::string& repo,
+                                 const std::string& tag, int64_t now) = 0;
+
+  virtual Status PutManifestType(const oci::Digest& digest, const std::string& media_type) = 0;
+  virtual Result<std::optional<std::string>> GetManifestType(const oci::Digest& digest) = 0;
+
+  // Links content to a repository; `size` is the descriptor's size (0 if unknown).
+  virtual Status Link(const std::string& upstream, const std::string& repo,
+                      const oci::Digest& digest, ContentKind kind, uint64_t size) = 0;
+  // The linked size if the repository is known to contain the digest.
+  virtual Result<std::optional<uint64_t>> Linked(const std::string& upstream,
+                                                 const std::string& repo,
+                                                 const oci::Digest& digest) = 0;
+};
+
+// SQLite in WAL mode at `path` (created if missing). Safe to use from many threads.
+Result<std::unique_ptr<MetadataStore>> OpenSqliteMetadataStore(const std::string& path);
+
+}  // namespace regcache::metadata

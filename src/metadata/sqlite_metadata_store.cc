@@ -1,0 +1,171 @@
+#include <sqlite3.h>
+
+#include <mutex>
+
+#include "metadata/metadata_store.h"
+
+namespace regcache::metadata {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS tags (
+  upstream TEXT NOT NULL, repo TEXT NOT NULL, tag TEXT NOT NULL,
+  digest TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
+  fetched_at INTEGER NOT NULL, checked_at INTEGER NOT NULL, accessed_at INTEGER NOT NULL,
+  PRIMARY KEY (upstream, repo, tag));
+CREATE TABLE IF NOT EXISTS manifest_types (
+  digest TEXT PRIMARY KEY, media_type TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repo_content (
+  upstream TEXT NOT NULL, repo TEXT NOT NULL, digest TEXT NOT NULL,
+  kind INTEGER NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY (upstream, repo, digest));
+)sql";
+
+// One connection, serialized by a mutex: statements are tiny and SQLite in WAL mode commits in
+// microseconds; this keeps the store simple and safe from any thread.
+class SqliteMetadataStore : public MetadataStore {
+ public:
+  ~SqliteMetadataStore() override {
+    if (db_) sqlite3_close(db_);
+  }
+
+  Status Open(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK) {
+      return IoError("cannot open metadata database " + path + ": " +
+                     (db_ ? sqlite3_errmsg(db_) : "out of memory"));
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    RC_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
+    RC_RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL"));
+    return Exec(kSchema);
+  }
+
+  Result<std::optional<TagRecord>> GetTag(const std::string& upstream, const std::string& repo,
+                                          const std::string& tag) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT digest, media_type, size, fetched_at, checked_at FROM tags "
+                "WHERE upstream=? AND repo=? AND tag=?");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, tag);
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return std::optional<TagRecord>();
+    if (rc != SQLITE_ROW) return Error("reading tag");
+    auto digest = oci::Digest::Parse(s.Text(0));
+    if (!digest.ok()) return IoError("corrupt tag row for " + repo + ":" + tag);
+    TagRecord r;
+    r.digest = *digest;
+    r.media_type = s.Text(1);
+    r.size = static_cast<uint64_t>(s.Int(2));
+    r.fetched_at = s.Int(3);
+    r.checked_at = s.Int(4);
+    return std::optional<TagRecord>(r);
+  }
+
+  Status PutTag(const std::string& upstream, const std::string& repo, const std::string& tag,
+                const TagRecord& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "INSERT OR REPLACE INTO tags VALUES (?,?,?,?,?,?,?,?,?)");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, tag).Bind(4, r.digest.str()).Bind(5, r.media_type);
+    s.Bind(6, static_cast<int64_t>(r.size)).Bind(7, r.fetched_at).Bind(8, r.checked_at);
+    s.Bind(9, r.checked_at);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("writing tag");
+  }
+
+  Status TouchTagChecked(const std::string& upstream, const std::string& repo,
+                         const std::string& tag, int64_t now) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "UPDATE tags SET checked_at=?, accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
+    s.Bind(1, now).Bind(2, now).Bind(3, upstream).Bind(4, repo).Bind(5, tag);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("updating tag");
+  }
+
+  Status PutManifestType(const oci::Digest& d, const std::string& media_type) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "INSERT OR REPLACE INTO manifest_types VALUES (?,?)");
+    s.Bind(1, d.str()).Bind(2, media_type);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("writing manifest type");
+  }
+
+  Result<std::optional<std::string>> GetManifestType(const oci::Digest& d) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT media_type FROM manifest_types WHERE digest=?");
+    s.Bind(1, d.str());
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return std::optional<std::string>();
+    if (rc != SQLITE_ROW) return Error("reading manifest type");
+    return std::optional<std::string>(s.Text(0));
+  }
+
+  Status Link(const std::string& upstream, const std::string& repo, const oci::Digest& d,
+              ContentKind kind, uint64_t size) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "INSERT INTO repo_content VALUES (?,?,?,?,?) ON CONFLICT(upstream, repo, digest) "
+                "DO UPDATE SET size=MAX(size, excluded.size)");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, d.str()).Bind(4, static_cast<int64_t>(kind));
+    s.Bind(5, static_cast<int64_t>(size));
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("linking content");
+  }
+
+  Result<std::optional<uint64_t>> Linked(const std::string& upstream, const std::string& repo,
+                                         const oci::Digest& d) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT size FROM repo_content WHERE upstream=? AND repo=? AND digest=?");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, d.str());
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return std::optional<uint64_t>();
+    if (rc != SQLITE_ROW) return Error("reading link");
+    return std::optional<uint64_t>(static_cast<uint64_t>(s.Int(0)));
+  }
+
+ private:
+  class Stmt {
+   public:
+    Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+    ~Stmt() { sqlite3_finalize(stmt_); }
+    Stmt& Bind(int i, const std::string& v) {
+      sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+      return *this;
+    }
+    Stmt& Bind(int i, int64_t v) {
+      sqlite3_bind_int64(stmt_, i, v);
+      return *this;
+    }
+    int Step() { return stmt_ ? sqlite3_step(stmt_) : SQLITE_ERROR; }
+    std::string Text(int col) {
+      auto p = sqlite3_column_text(stmt_, col);
+      return p ? reinterpret_cast<const char*>(p) : "";
+    }
+    int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+
+   private:
+    sqlite3_stmt* stmt_ = nullptr;
+  };
+
+  Status Exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string m = err ? err : "unknown";
+      sqlite3_free(err);
+      return IoError(std::string("metadata database: ") + m);
+    }
+    return Status::Ok();
+  }
+
+  Status Error(const std::string& what) {
+    return IoError("metadata database " + what + ": " + sqlite3_errmsg(db_));
+  }
+
+  sqlite3* db_ = nullptr;
+  std::mutex mu_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<MetadataStore>> OpenSqliteMetadataStore(const std::string& path) {
+  auto store = std::make_unique<SqliteMetadataStore>();
+  RC_RETURN_IF_ERROR(store->Open(path));
+  return std::unique_ptr<MetadataStore>(std::move(store));
+}
+
+}  // namespace regcache::metadata
