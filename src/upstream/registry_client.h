@@ -102,6 +102,10 @@ class RegistryClient {
   // All tags, following Link pagination.
   virtual Result<std::vector<std::string>> ListTags(const std::string& repo) = 0;
 
+  // One GET of `path_and_query` (below /v2/<repo>/) with auth and retries; any HTTP status is
+  // returned as a response (for pass-through endpoints: tags/list pages, referrers).
+  virtual Result<HttpResponse> GetRaw(const std::string& repo, const std::string& path_and_query) = 0;
+
   virtual RateLimitInfo rate_limit() const = 0;
   virtual RequestStats stats() const = 0;
 };
@@ -114,7 +118,12 @@ struct ClientOptions {
   std::vector<std::string> insecure_registries;
   // Ask tokens for pull,push (a destination) instead of pull.
   bool push = false;
+  // Called after every HTTP exchange with the registry (status 0: no response), e.g. for metrics.
+  std::function<void(const std::string& method, long status)> on_response;
 };
+
+// The Retry-After seconds a kRateLimited Status from this module carries (0 if none).
+int64_t RetryAfterSeconds(const Status& status);
 
 // Creates a client for a normalized registry name (see oci::ParseReference).
 std::unique_ptr<RegistryClient> NewRegistryClient(const std::string& registry,

@@ -1,6 +1,7 @@
 #include "upstream/registry_client_impl.h"
 
 #include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -309,6 +310,7 @@ Result<HttpResponse> RegistryClientImpl::SendOnce(const Call& call,
     req.on_headers = call.on_headers;
     Count(method, call.is_manifest);
     auto r = transport_.Perform(req, call.sink ? *call.sink : BodySink());
+    if (options_.on_response) options_.on_response(method, r.ok() ? r->status : 0);
     if (!r.ok()) return r;
     if (call.is_manifest) RecordRateLimit(r->headers);
     if (!IsRedirect(r->status)) return r;
@@ -627,6 +629,25 @@ Status RegistryClientImpl::PutManifest(const std::string& repo, const std::strin
                     " does not exist (ECR does not create repositories on push; create it first)");
   }
   return s;
+}
+
+Result<HttpResponse> RegistryClientImpl::GetRaw(const std::string& repo,
+                                                const std::string& path_and_query) {
+  Call call;
+  call.url = "/v2/" + repo + "/" + path_and_query;
+  call.scopes = ScopesFor(repo);
+  return Execute(call);
+}
+
+int64_t RetryAfterSeconds(const Status& status) {
+  if (status.code() != Code::kRateLimited) return 0;
+  const std::string key = "; retry after ";
+  size_t at = status.message().find(key);
+  if (at == std::string::npos) return 0;
+  size_t start = at + key.size();
+  size_t end = start;
+  while (end < status.message().size() && std::isdigit(static_cast<unsigned char>(status.message()[end]))) ++end;
+  return static_cast<int64_t>(ParseUint(status.message().substr(start, end - start)).value_or(0));
 }
 
 Result<std::vector<std::string>> RegistryClientImpl::ListTags(const std::string& repo) {

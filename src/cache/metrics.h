@@ -1,0 +1,39 @@
+// Counters and gauges for GET /metrics, rendered in the Prometheus text format.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace regcache::cache {
+
+class Metrics {
+ public:
+  // requests{kind="manifest|blob", result="hit|miss|stale|revalidated|coalesced|error"}
+  void Request(const std::string& kind, const std::string& result);
+  // upstream_requests{upstream, method, status}
+  void UpstreamRequest(const std::string& upstream, const std::string& method, long status);
+  void SetRateLimitRemaining(const std::string& upstream, int64_t remaining);
+
+  std::atomic<uint64_t> bytes_served{0};
+  std::atomic<uint64_t> bytes_fetched{0};
+  std::atomic<int64_t> fills_in_flight{0};
+  std::atomic<int64_t> fill_waiters{0};
+  std::atomic<int64_t> connections{0};
+
+  std::string Render();
+
+  // Reads a counter by its rendered name and labels, for tests: e.g.
+  // Get("regcache_requests_total", "kind=\"blob\",result=\"hit\"").
+  uint64_t Get(const std::string& name, const std::string& labels);
+
+ private:
+  std::mutex mu_;
+  std::map<std::pair<std::string, std::string>, uint64_t> counters_;  // (name, labels) -> value
+  std::map<std::string, int64_t> ratelimit_;
+};
+
+}  // namespace regcache::cache

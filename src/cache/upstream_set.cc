@@ -1,0 +1,92 @@
+#include "cache/upstream_set.h"
+
+#include <fnmatch.h>
+
+#include "base/strings.h"
+#include "oci/reference.h"
+
+namespace regcache::cache {
+
+std::vector<UpstreamConfig> EmbeddedUpstreams() {
+  std::vector<UpstreamConfig> out;
+  for (const auto& [name, url] : std::vector<std::pair<std::string, std::string>>{
+           {"docker.io", "https://registry-1.docker.io"},
+           {"ghcr.io", "https://ghcr.io"},
+           {"quay.io", "https://quay.io"},
+           {"registry.k8s.io", "https://registry.k8s.io"},
+           {"gcr.io", "https://gcr.io"},
+           {"public.ecr.aws", "https://public.ecr.aws"}}) {
+    UpstreamConfig c;
+    c.name = name;
+    c.url = url;
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::chrono::seconds Upstream::TtlFor(const std::string& repo) const {
+  for (const auto& rule : config_.ttl_rules) {
+    if (fnmatch(rule.pattern.c_str(), repo.c_str(), 0) == 0) return rule.ttl;
+  }
+  return config_.tag_ttl;
+}
+
+Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamConfig> configs,
+                                                         const std::string& default_name,
+                                                         Metrics* metrics,
+                                                         const std::string& docker_config_dir) {
+  auto set = std::make_unique<UpstreamSet>();
+  auto credentials = std::make_shared<upstream::CredentialResolver>(docker_config_dir);
+  for (auto& c : configs) {
+    if (c.name.empty()) return InvalidArgument("an upstream needs a name");
+    if (set->Find(c.name)) return InvalidArgument("upstream '" + c.name + "' is configured twice");
+    std::string url = c.url;
+    bool http = StartsWith(url, "http://");
+    if (!http && !StartsWith(url, "https://")) {
+      return InvalidArgument("upstream '" + c.name + "': url must start with https:// or http://");
+    }
+    std::string host = url.substr(http ? 7 : 8);
+    if (host.find('/') != std::string::npos) host = host.substr(0, host.find('/'));
+    if (!oci::IsValidRegistryHost(host)) {
+      return InvalidArgument("upstream '" + c.name + "': invalid host in url " + url);
+    }
+    std::string registry = oci::NormalizeRegistryHost(host);
+    upstream::ClientOptions options;
+    options.credentials = credentials;
+    if (c.credentials) credentials->SetExplicit(registry, *c.credentials);
+    if (http || c.insecure) options.insecure_registries.push_back(registry);
+    options.transport.ca_file = c.ca_file;
+    const std::string name = c.name;
+    if (metrics) {
+      options.on_response = [metrics, name](const std::string& method, long status) {
+        metrics->UpstreamRequest(name, method, status);
+      };
+    }
+    auto client = upstream::NewRegistryClient(registry, std::move(options));
+    set->upstreams_.push_back(std::make_unique<Upstream>(std::move(c), std::move(client)));
+  }
+  if (set->upstreams_.empty()) return InvalidArgument("no upstream configured");
+  set->default_ = default_name.empty() ? set->upstreams_.front().get() : set->Find(default_name);
+  if (!set->default_) return InvalidArgument("default upstream '" + default_name + "' is not configured");
+  return set;
+}
+
+Upstream* UpstreamSet::Find(const std::string& name_or_host) {
+  for (auto& u : upstreams_) {
+    if (u->name() == name_or_host) return u.get();
+  }
+  // containerd sends ?ns=docker.io; users may write a host alias.
+  std::string normalized = oci::NormalizeRegistryHost(name_or_host);
+  for (auto& u : upstreams_) {
+    if (u->client().registry() == normalized) return u.get();
+  }
+  return nullptr;
+}
+
+std::vector<Upstream*> UpstreamSet::All() {
+  std::vector<Upstream*> out;
+  for (auto& u : upstreams_) out.push_back(u.get());
+  return out;
+}
+
+}  // namespace regcache::cache
