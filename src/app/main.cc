@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "app/exit_codes.h"
+#include "app/serve_command.h"
 #include "base/strings.h"
 #include "copy/client_pool.h"
 #include "copy/copier.h"
@@ -268,6 +269,26 @@ int main(int argc, char** argv) {
   sync->add_flag("--json", sf.json, "print JSON instead of the table");
   AddCommonFlags(sync, common);
 
+  ServeConfig serve_config;
+  std::string serve_config_file, serve_listen, serve_data_dir, serve_default, serve_ttl;
+  std::vector<std::string> serve_upstreams;
+  bool no_access_log = false;
+  auto* serve = app.add_subcommand(
+      "serve",
+      "Run a pull-through caching registry (docker/containerd/podman mirror). With no arguments: "
+      "listen on :5000, data in ./regcache-data, upstreams docker.io (default), ghcr.io, quay.io, "
+      "registry.k8s.io, gcr.io, public.ecr.aws");
+  serve->add_option("--config", serve_config_file, "YAML config file (see docs/serve.md); flags override it")
+      ->check(CLI::ExistingFile);
+  serve->add_option("--listen", serve_listen, "ADDR:PORT to listen on (default :5000)");
+  serve->add_option("--data-dir", serve_data_dir, "where blobs and metadata live (default ./regcache-data)");
+  serve->add_option("--upstream", serve_upstreams,
+                    "NAME=URL (repeatable; replaces the embedded upstreams; the first is the default)")
+      ->allow_extra_args(false);
+  serve->add_option("--default-upstream", serve_default, "upstream for requests without ?ns= or a prefix");
+  serve->add_option("--tag-ttl", serve_ttl, "how long a tag is served without asking upstream (e.g. 5m)");
+  serve->add_flag("--no-access-log", no_access_log, "do not log every request");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -282,5 +303,40 @@ int main(int argc, char** argv) {
   }
   if (ensure->parsed()) return RunEnsure(ef, common);
   if (sync->parsed()) return RunSync(sf, common);
+  if (serve->parsed()) {
+    auto fail = [](const regcache::Status& s) {
+      std::fprintf(stderr, "regcache: %s: %s (%s)\n", regcache::CodeName(s.code()), s.message().c_str(), HintFor(s));
+      return ExitCodeFor(s);
+    };
+    if (!serve_config_file.empty()) {
+      std::ifstream in(serve_config_file);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      auto s = LoadServeConfig(ss.str(), &serve_config);
+      if (!s.ok()) return fail(s.WithContext(serve_config_file));
+    }
+    if (!serve_listen.empty()) {
+      auto s = ParseListen(serve_listen, &serve_config.server);
+      if (!s.ok()) return fail(s);
+    }
+    if (!serve_data_dir.empty()) serve_config.data_dir = serve_data_dir;
+    if (!serve_upstreams.empty()) {
+      serve_config.upstreams.clear();
+      for (const auto& u : serve_upstreams) {
+        auto parsed = ParseUpstreamFlag(u);
+        if (!parsed.ok()) return fail(parsed.status());
+        serve_config.upstreams.push_back(*parsed);
+      }
+      serve_config.default_upstream = serve_config.upstreams[0].name;
+    }
+    if (!serve_default.empty()) serve_config.default_upstream = serve_default;
+    if (!serve_ttl.empty()) {
+      auto ttl = regcache::copy::ParseDuration(serve_ttl);
+      if (!ttl.ok()) return fail(ttl.status().WithContext("--tag-ttl"));
+      for (auto& u : serve_config.upstreams) u.tag_ttl = *ttl;
+    }
+    if (no_access_log) serve_config.server.access_log = false;
+    return RunServe(serve_config);
+  }
   return kExitInvalidInput;
 }

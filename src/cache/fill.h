@@ -27,6 +27,8 @@ class Fill {
   Fill& operator=(const Fill&) = delete;
 
   const oci::Digest& digest() const { return digest_; }
+  // The descriptor readers may pread/sendfile from (valid for the life of the Fill).
+  int fd() const { return fd_; }
   uint64_t size() const { return size_; }
 
   // Writer side.

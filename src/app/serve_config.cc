@@ -1,0 +1,124 @@
+#include "app/serve_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "base/strings.h"
+#include "copy/sync.h"
+
+namespace regcache::app {
+namespace {
+
+Status CheckKeys(const YAML::Node& node, const std::set<std::string>& allowed, const std::string& where) {
+  if (!node.IsMap()) return InvalidArgument(where + " must be a mapping");
+  for (const auto& kv : node) {
+    std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
+  }
+  return Status::Ok();
+}
+
+Status LoadNode(const YAML::Node& root, ServeConfig* c) {
+  if (!root.IsMap()) return InvalidArgument("serve config must be a YAML mapping");
+  RC_RETURN_IF_ERROR(CheckKeys(root, {"listen", "data_dir", "default_upstream", "upstreams",
+                                      "io_threads", "worker_threads", "fill_threads",
+                                      "shutdown_grace", "idle_timeout", "access_log", "log_level"},
+                               "serve config"));
+  if (root["listen"]) RC_RETURN_IF_ERROR(ParseListen(root["listen"].as<std::string>(), &c->server));
+  if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
+  if (root["io_threads"]) c->server.io_threads = root["io_threads"].as<int>();
+  if (root["worker_threads"]) c->server.worker_threads = root["worker_threads"].as<int>();
+  if (root["fill_threads"]) c->fill_threads = root["fill_threads"].as<int>();
+  if (root["access_log"]) c->server.access_log = root["access_log"].as<bool>();
+  if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
+  if (root["shutdown_grace"]) {
+    RC_ASSIGN_OR_RETURN(c->server.shutdown_grace, copy::ParseDuration(root["shutdown_grace"].as<std::string>()));
+  }
+  if (root["idle_timeout"]) {
+    RC_ASSIGN_OR_RETURN(c->server.idle_timeout, copy::ParseDuration(root["idle_timeout"].as<std::string>()));
+  }
+  if (c->server.io_threads < 1 || c->server.worker_threads < 1 || c->fill_threads < 1) {
+    return InvalidArgument("thread counts must be at least 1");
+  }
+  if (auto ups = root["upstreams"]) {
+    if (!ups.IsSequence()) return InvalidArgument("upstreams must be a list");
+    c->upstreams.clear();
+    for (size_t i = 0; i < ups.size(); ++i) {
+      const auto& n = ups[i];
+      std::string where = "upstreams[" + std::to_string(i) + "]";
+      RC_RETURN_IF_ERROR(CheckKeys(n, {"name", "url", "username", "password", "password_env",
+                                       "insecure", "ca_file", "tag_ttl", "ttl_rules"}, where));
+      cache::UpstreamConfig u;
+      if (!n["name"] || !n["url"]) return InvalidArgument(where + " needs 'name' and 'url'");
+      u.name = n["name"].as<std::string>();
+      u.url = n["url"].as<std::string>();
+      if (n["username"]) {
+        upstream::Credentials cred;
+        cred.username = n["username"].as<std::string>();
+        if (n["password"]) cred.password = n["password"].as<std::string>();
+        if (n["password_env"]) {
+          std::string var = n["password_env"].as<std::string>();
+          const char* v = std::getenv(var.c_str());
+          if (!v) return InvalidArgument(where + ".password_env: $" + var + " is not set");
+          cred.password = v;
+        }
+        u.credentials = cred;
+      }
+      if (n["insecure"]) u.insecure = n["insecure"].as<bool>();
+      if (n["ca_file"]) u.ca_file = n["ca_file"].as<std::string>();
+      if (n["tag_ttl"]) {
+        RC_ASSIGN_OR_RETURN(u.tag_ttl, copy::ParseDuration(n["tag_ttl"].as<std::string>()));
+      }
+      if (auto rules = n["ttl_rules"]) {
+        if (!rules.IsSequence()) return InvalidArgument(where + ".ttl_rules must be a list");
+        for (const auto& r : rules) {
+          RC_RETURN_IF_ERROR(CheckKeys(r, {"pattern", "ttl"}, where + ".ttl_rules"));
+          if (!r["pattern"] || !r["ttl"]) return InvalidArgument(where + ".ttl_rules entries need pattern and ttl");
+          RC_ASSIGN_OR_RETURN(auto ttl, copy::ParseDuration(r["ttl"].as<std::string>()));
+          u.ttl_rules.push_back({r["pattern"].as<std::string>(), ttl});
+        }
+      }
+      c->upstreams.push_back(std::move(u));
+    }
+    if (!root["default_upstream"] && !c->upstreams.empty()) c->default_upstream = c->upstreams[0].name;
+  }
+  if (root["default_upstream"]) c->default_upstream = root["default_upstream"].as<std::string>();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ParseListen(const std::string& text, http::ServerOptions* out) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return InvalidArgument("listen address '" + text + "' needs :PORT");
+  std::string host = text.substr(0, colon);
+  auto port = ParseUint(text.substr(colon + 1));
+  if (!port || *port > 65535) return InvalidArgument("invalid port in listen address '" + text + "'");
+  if (StartsWith(host, "[") && EndsWith(host, "]")) host = host.substr(1, host.size() - 2);
+  out->host = host.empty() ? "0.0.0.0" : host;
+  out->port = static_cast<uint16_t>(*port);
+  return Status::Ok();
+}
+
+Status LoadServeConfig(const std::string& yaml_text, ServeConfig* config) {
+  try {
+    return LoadNode(YAML::Load(yaml_text), config);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(std::string("serve config: ") + e.what());
+  }
+}
+
+Result<cache::UpstreamConfig> ParseUpstreamFlag(const std::string& text) {
+  size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+    return InvalidArgument("--upstream takes NAME=URL, e.g. docker.io=https://registry-1.docker.io");
+  }
+  cache::UpstreamConfig u;
+  u.name = text.substr(0, eq);
+  u.url = text.substr(eq + 1);
+  return u;
+}
+
+}  // namespace regcache::app

@@ -1,0 +1,23 @@
+// The one table from failures to HTTP status + OCI error code, and the OCI error JSON body.
+#pragma once
+
+#include <string>
+
+#include "base/status.h"
+
+namespace regcache::http {
+
+// Which endpoint failed: the same "not found" is MANIFEST_UNKNOWN, BLOB_UNKNOWN or NAME_UNKNOWN.
+enum class Endpoint { kManifest, kBlob, kTags, kReferrers, kOther };
+
+struct ErrorSpec {
+  int status;
+  const char* code;
+};
+
+ErrorSpec ErrorFor(Code code, Endpoint endpoint);
+
+// {"errors":[{"code":"…","message":"…","detail":{}}]}
+std::string ErrorBody(const char* code, const std::string& message);
+
+}  // namespace regcache::http

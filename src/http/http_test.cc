@@ -1,0 +1,110 @@
+#include <gtest/gtest.h>
+
+#include "http/errors.h"
+#include "http/range.h"
+#include "http/route.h"
+
+namespace regcache::http {
+namespace {
+
+TEST(RangeTest, Forms) {
+  auto r = ParseRange("bytes=0-99", 1000);
+  EXPECT_EQ(r.kind, ByteRange::kPartial);
+  EXPECT_EQ(r.start, 0u);
+  EXPECT_EQ(r.length, 100u);
+  r = ParseRange("bytes=900-", 1000);
+  EXPECT_EQ(r.length, 100u);
+  r = ParseRange("bytes=-10", 1000);
+  EXPECT_EQ(r.start, 990u);
+  r = ParseRange("bytes=990-5000", 1000);
+  EXPECT_EQ(r.length, 10u);
+  EXPECT_EQ(ParseRange("", 1000).kind, ByteRange::kFull);
+  EXPECT_EQ(ParseRange("bytes=0-1,5-6", 1000).kind, ByteRange::kFull);
+  for (const char* bad : {"bytes=1000-", "bytes=5-4", "bytes=a-b", "items=0-1", "bytes=-0", "bytes=", "bytes=-"}) {
+    EXPECT_EQ(ParseRange(bad, 1000).kind, ByteRange::kUnsatisfiable) << bad;
+  }
+}
+
+std::string Find(const std::string& n) {
+  if (n == "docker.io" || n == "registry-1.docker.io") return "docker.io";
+  if (n == "ghcr.io") return "ghcr.io";
+  return "";
+}
+bool IsHub(const std::string& u) { return u == "docker.io"; }
+
+TEST(RouteTest, EndpointsAndThreeRoutingForms) {
+  Endpoint ep;
+  const std::string d = "sha256:" + std::string(64, 'a');
+  auto r = ParseTarget("/v2/library/ruby/manifests/3.3", &ep);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->kind, RouteKind::kManifest);
+  EXPECT_EQ(r->name, "library/ruby");
+  EXPECT_EQ(r->reference, "3.3");
+  auto c = ChooseUpstream(*r, Find, "docker.io", IsHub);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->upstream, "docker.io");
+  EXPECT_EQ(c->repository, "library/ruby");
+
+  r = ParseTarget("/v2/ruby/blobs/" + d, &ep);  // dockerd, single component
+  ASSERT_TRUE(r.ok());
+  c = ChooseUpstream(*r, Find, "docker.io", IsHub);
+  EXPECT_EQ(c->repository, "library/ruby");
+
+  r = ParseTarget("/v2/ghcr.io/org/app/manifests/v1", &ep);  // podman path prefix
+  c = ChooseUpstream(*r, Find, "docker.io", IsHub);
+  EXPECT_EQ(c->upstream, "ghcr.io");
+  EXPECT_EQ(c->repository, "org/app");
+
+  r = ParseTarget("/v2/org/app/manifests/v1?ns=ghcr.io", &ep);  // containerd
+  c = ChooseUpstream(*r, Find, "docker.io", IsHub);
+  EXPECT_EQ(c->upstream, "ghcr.io");
+  EXPECT_EQ(c->ns, "ghcr.io");
+  r = ParseTarget("/v2/library/ruby/manifests/3?ns=docker.io", &ep);
+  c = ChooseUpstream(*r, Find, "ghcr.io", IsHub);
+  EXPECT_EQ(c->upstream, "docker.io");
+  r = ParseTarget("/v2/a/b/manifests/3?ns=evil.example.com", &ep);
+  EXPECT_EQ(ChooseUpstream(*r, Find, "docker.io", IsHub).status().code(), Code::kNotFound);
+
+  r = ParseTarget("/v2/library/ruby/tags/list?n=10&last=a", &ep);
+  EXPECT_EQ(r->kind, RouteKind::kTags);
+  EXPECT_EQ(r->query.at("n"), "10");
+  r = ParseTarget("/v2/library/ruby/referrers/" + d + "?artifactType=x", &ep);
+  EXPECT_EQ(r->kind, RouteKind::kReferrers);
+  r = ParseTarget("/v2/library/ruby/blobs/uploads/", &ep);
+  EXPECT_EQ(r->kind, RouteKind::kUpload);
+  EXPECT_EQ(ParseTarget("/v2/", &ep)->kind, RouteKind::kBase);
+  EXPECT_EQ(ParseTarget("/metrics", &ep)->kind, RouteKind::kMetrics);
+}
+
+TEST(RouteTest, RejectsTraversalEncodingAndBadReferences) {
+  Endpoint ep;
+  for (const char* bad : {"/v2/../etc/manifests/x", "/v2/a/../b/manifests/x", "/v2/a%2fb/manifests/x",
+                          "/v2/a//b/manifests/x", "/v2/a/%2e%2e/blobs/sha256:aa"}) {
+    auto r = ParseTarget(bad, &ep);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << bad;
+  }
+  auto r = ParseTarget("/v2/a/blobs/sha256:zz", &ep);
+  EXPECT_FALSE(r.ok());
+  EXPECT_STREQ(ErrorFor(r.status().code(), ep).code, "DIGEST_INVALID");
+  r = ParseTarget("/v2/a/manifests/-bad", &ep);
+  EXPECT_FALSE(r.ok());
+  EXPECT_STREQ(ErrorFor(r.status().code(), ep).code, "MANIFEST_INVALID");
+  EXPECT_EQ(ParseTarget("/v3/x", &ep).status().code(), Code::kNotFound);
+  EXPECT_EQ(ParseTarget("/v2/x/unknown", &ep).status().code(), Code::kNotFound);
+  auto route = ParseTarget("/v2/UPPER/case/manifests/x", &ep);
+  ASSERT_TRUE(route.ok());
+  EXPECT_EQ(ChooseUpstream(*route, Find, "docker.io", IsHub).status().code(), Code::kInvalidArgument);
+}
+
+TEST(ErrorsTest, TableAndBody) {
+  EXPECT_EQ(ErrorFor(Code::kNotFound, Endpoint::kBlob).status, 404);
+  EXPECT_STREQ(ErrorFor(Code::kNotFound, Endpoint::kManifest).code, "MANIFEST_UNKNOWN");
+  EXPECT_STREQ(ErrorFor(Code::kRateLimited, Endpoint::kManifest).code, "TOOMANYREQUESTS");
+  EXPECT_EQ(ErrorFor(Code::kUnavailable, Endpoint::kBlob).status, 503);
+  EXPECT_EQ(ErrorBody("BLOB_UNKNOWN", "x"),
+            R"({"errors":[{"code":"BLOB_UNKNOWN","detail":{},"message":"x"}]})");
+}
+
+}  // namespace
+}  // namespace regcache::http

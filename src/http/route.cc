@@ -1,0 +1,139 @@
+#include "http/route.h"
+
+#include "base/strings.h"
+#include "oci/digest.h"
+#include "oci/reference.h"
+
+namespace regcache::http {
+namespace {
+
+std::map<std::string, std::string> ParseQuery(std::string_view q) {
+  std::map<std::string, std::string> out;
+  for (const auto& part : Split(q, '&')) {
+    if (part.empty()) continue;
+    size_t eq = part.find('=');
+    std::string k = part.substr(0, eq);
+    std::string v = eq == std::string::npos ? "" : part.substr(eq + 1);
+    // Values are percent-decoded (containerd sends ns=docker.io, others may encode).
+    std::string decoded;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '%' && i + 2 < v.size() && std::isxdigit(static_cast<unsigned char>(v[i + 1])) &&
+          std::isxdigit(static_cast<unsigned char>(v[i + 2]))) {
+        decoded.push_back(static_cast<char>(std::stoi(v.substr(i + 1, 2), nullptr, 16)));
+        i += 2;
+      } else {
+        decoded.push_back(v[i] == '+' ? ' ' : v[i]);
+      }
+    }
+    out[k] = decoded;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) {
+  *endpoint_on_error = Endpoint::kOther;
+  Route r;
+  size_t q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  if (q != std::string_view::npos) {
+    r.raw_query = std::string(target.substr(q + 1));
+    r.query = ParseQuery(r.raw_query);
+  }
+  if (path == "/healthz") {
+    r.kind = RouteKind::kHealth;
+    return r;
+  }
+  if (path == "/metrics") {
+    r.kind = RouteKind::kMetrics;
+    return r;
+  }
+  if (path == "/v2" || path == "/v2/") {
+    r.kind = RouteKind::kBase;
+    return r;
+  }
+  if (!StartsWith(path, "/v2/")) return NotFound("no such endpoint");
+  // Registry paths never need percent-encoding; an encoded slash or dot is an attack or a bug.
+  if (path.find('%') != std::string_view::npos) {
+    return InvalidArgument("encoded characters are not allowed in registry paths");
+  }
+  std::string_view rest = path.substr(4);
+  auto take = [&](std::string_view marker, RouteKind kind, Endpoint ep) -> bool {
+    size_t at = rest.rfind(marker);
+    if (at == std::string_view::npos || at == 0) return false;
+    r.kind = kind;
+    r.endpoint = ep;
+    r.name = std::string(rest.substr(0, at));
+    r.reference = std::string(rest.substr(at + marker.size()));
+    return true;
+  };
+  if (EndsWith(rest, "/tags/list")) {
+    r.kind = RouteKind::kTags;
+    r.endpoint = Endpoint::kTags;
+    r.name = std::string(rest.substr(0, rest.size() - 10));
+  } else if (rest.find("/blobs/uploads") != std::string_view::npos) {
+    r.kind = RouteKind::kUpload;
+    r.name = std::string(rest.substr(0, rest.find("/blobs/uploads")));
+    return r;
+  } else if (take("/manifests/", RouteKind::kManifest, Endpoint::kManifest) ||
+             take("/blobs/", RouteKind::kBlob, Endpoint::kBlob) ||
+             take("/referrers/", RouteKind::kReferrers, Endpoint::kReferrers)) {
+  } else {
+    return NotFound("no such endpoint");
+  }
+  *endpoint_on_error = r.endpoint;
+  for (const auto& part : Split(r.name, '/')) {
+    if (part.empty() || part == "." || part == "..") {
+      *endpoint_on_error = Endpoint::kOther;
+      return InvalidArgument("invalid repository name '" + r.name + "'");
+    }
+  }
+  if (r.kind == RouteKind::kManifest) {
+    if (r.reference.find(':') != std::string::npos) {
+      auto d = oci::Digest::Parse(r.reference);
+      if (!d.ok()) return InvalidArgument(d.status().message());
+    } else if (!oci::IsValidTag(r.reference)) {
+      return InvalidArgument("invalid tag '" + r.reference + "'");
+    }
+  } else if (r.kind == RouteKind::kBlob || r.kind == RouteKind::kReferrers) {
+    auto d = oci::Digest::Parse(r.reference);
+    if (!d.ok()) {
+      *endpoint_on_error = Endpoint::kBlob;  // DIGEST_INVALID
+      return InvalidArgument(d.status().message());
+    }
+  }
+  return r;
+}
+
+Result<UpstreamChoice> ChooseUpstream(const Route& route,
+                                      const std::function<std::string(const std::string&)>& find,
+                                      const std::string& default_upstream,
+                                      const std::function<bool(const std::string&)>& is_docker_hub) {
+  UpstreamChoice c;
+  std::string name = route.name;
+  auto ns = route.query.find("ns");
+  if (ns != route.query.end()) {
+    c.ns = ns->second;
+    c.upstream = find(ns->second);
+    if (c.upstream.empty()) return NotFound("upstream '" + ns->second + "' is not configured here");
+  } else {
+    size_t slash = name.find('/');
+    std::string first = slash == std::string::npos ? "" : name.substr(0, slash);
+    std::string prefixed = first.empty() ? "" : find(first);
+    if (!prefixed.empty()) {
+      c.upstream = prefixed;
+      name = name.substr(slash + 1);
+    } else {
+      c.upstream = default_upstream;
+    }
+  }
+  if (!oci::IsValidRepository(name)) {
+    return InvalidArgument("invalid repository name '" + name + "'");
+  }
+  if (is_docker_hub(c.upstream) && name.find('/') == std::string::npos) name = "library/" + name;
+  c.repository = name;
+  return c;
+}
+
+}  // namespace regcache::http

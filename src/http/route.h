@@ -1,0 +1,47 @@
+// Parsing a registry request path into an endpoint, an upstream and a repository.
+//
+// Upstream routing, in order: containerd's ?ns=<registry>; a path prefix naming an upstream
+// (/v2/docker.io/library/ruby/…, as podman's registries.conf mirrors send); else the default
+// upstream (dockerd's registry-mirrors send /v2/library/ruby/…). Docker Hub's library/ rule
+// applies to Docker Hub upstreams.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include "base/status.h"
+#include "http/errors.h"
+
+namespace regcache::http {
+
+enum class RouteKind { kBase, kManifest, kBlob, kTags, kReferrers, kUpload, kHealth, kMetrics };
+
+struct Route {
+  RouteKind kind = RouteKind::kBase;
+  Endpoint endpoint = Endpoint::kOther;
+  std::string name;       // repository name as the client sent it (may include an upstream prefix)
+  std::string reference;  // tag or digest (manifests), digest (blobs, referrers)
+  std::map<std::string, std::string> query;
+  std::string raw_query;  // without '?', as received
+};
+
+// Splits and validates the request target. kInvalidArgument (with the endpoint set so the caller
+// can pick the error code) for encoded characters, "..", empty components or unknown paths.
+Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error);
+
+struct UpstreamChoice {
+  std::string upstream;    // configured name
+  std::string repository;  // upstream-side repository ("library/ruby")
+  std::string ns;          // ?ns= as given, echoed back in OCI-Namespace
+};
+
+// Resolves which upstream a route goes to. `find` maps a routing name or registry host to the
+// configured upstream name ("" if none); `is_docker_hub` says whether that upstream is Docker Hub.
+// kNotFound for an ?ns= naming no configured upstream; kInvalidArgument for a bad repository name.
+Result<UpstreamChoice> ChooseUpstream(const Route& route,
+                                      const std::function<std::string(const std::string&)>& find,
+                                      const std::string& default_upstream,
+                                      const std::function<bool(const std::string&)>& is_docker_hub);
+
+}  // namespace regcache::http
