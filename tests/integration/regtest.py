@@ -205,6 +205,7 @@ class FaultProxy:
         self.cut_count = 0
         self.die_on_cut = False
         self.dead = False
+        self.throttle_bps = None  # slow blob bodies down to this many bytes per second
         self.corrupt = False
         self.redirect_to = None
         self.extra_headers = {}
@@ -297,6 +298,16 @@ class FaultProxy:
                         if outer.die_on_cut:
                             outer.dead = True
                         return
+                bps = outer.throttle_bps
+                if is_blob_get and bps:
+                    step = 64 * 1024
+                    for off in range(0, len(data), step):
+                        if outer.dead:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        self.wfile.write(data[off:off + step])
+                        time.sleep(step / bps)
+                    return
                 self.wfile.write(data)
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_one
@@ -319,6 +330,129 @@ class FaultProxy:
         with self.lock:
             return [r for r in self.log if (method is None or r[0] == method)
                     and (contains is None or contains in r[1])]
+
+
+class Regcache:
+    """A `regcache serve` process with a YAML config written for it."""
+
+    def __init__(self, workdir, upstreams, name="rc", extra="", port=None):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.data = os.path.join(self.dir, "data")
+        self.port = port or free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        self.log_path = os.path.join(self.dir, "regcache.log")
+        lines = ["listen: 127.0.0.1:%d" % self.port, "data_dir: %s" % self.data,
+                 "shutdown_grace: 10s", "upstreams:"]
+        for u in upstreams:
+            lines.append("  - " + json.dumps(u))
+        self.config = os.path.join(self.dir, "serve.yaml")
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n" + extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        env = dict(os.environ, DOCKER_CONFIG=os.path.join(self.dir, "no-docker-config"))
+        self.proc = subprocess.Popen([REGCACHE, "serve", "--config", self.config],
+                                     stdout=self.log, stderr=self.log, env=env)
+        wait_port(self.port)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+    def request(self, method, path, headers=None, body=None, timeout=60):
+        """(status, headers dict (lowercase keys), body bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            conn.close()
+
+    def metrics(self):
+        out = {}
+        for line in self.request("GET", "/metrics")[2].decode().splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
+        return out
+
+    def stored_blobs(self):
+        found = []
+        for root, _, files in os.walk(os.path.join(self.data, "blobs")):
+            found += files
+        return found
+
+    def temp_files(self):
+        t = os.path.join(self.data, "tmp")
+        return os.listdir(t) if os.path.isdir(t) else []
+
+
+class Nginx:
+    """nginx in front of an upstream, optionally rate-limiting with limit_req (429 + Retry-After)."""
+
+    def __init__(self, workdir, upstream_port, name="nginx"):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        self.port = free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        self.upstream_port = upstream_port
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        self.write_config(limit=False)
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", self.conf, "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def write_config(self, limit):
+        limit_lines = ("limit_req zone=pulls nodelay; limit_req_status 429; "
+                       "add_header Retry-After 120 always;") if limit else ""
+        with open(self.conf, "w") as f:
+            f.write("""
+user root;
+worker_processes 1;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/logs/error.log;
+events { worker_connections 256; }
+http {
+  access_log %(dir)s/logs/access.log;
+  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
+  limit_req_zone $binary_remote_addr zone=pulls:1m rate=1r/m;
+  server {
+    listen 127.0.0.1:%(port)d;
+    client_max_body_size 0;
+    location / {
+      %(limit)s
+      proxy_pass http://127.0.0.1:%(up)d;
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+    }
+  }
+}
+""" % {"dir": self.dir, "port": self.port, "up": self.upstream_port, "limit": limit_lines})
+
+    def set_limit(self, limit):
+        self.write_config(limit)
+        subprocess.run(["nginx", "-p", self.dir, "-c", self.conf, "-s", "reload"], check=True,
+                       capture_output=True)
+        time.sleep(0.5)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 def run_regcache(*args, env=None, timeout=300, input=None):
@@ -359,6 +493,16 @@ class RegistryTestCase(unittest.TestCase):
         p = FaultProxy(upstream_port, **kw)
         self._stops.append(p.stop)
         return p
+
+    def regcache(self, upstreams, **kw):
+        r = Regcache(self.work, upstreams, **kw)
+        self._stops.append(r.stop)
+        return r
+
+    def nginx(self, upstream_port):
+        n = Nginx(self.work, upstream_port)
+        self._stops.append(n.stop)
+        return n
 
     def image(self, name="img", **kw):
         layout = os.path.join(self.work, "layout-" + name)
