@@ -290,6 +290,34 @@ class ServeTest(RegistryTestCase):
         st, h, body = raw_manifest(rc.host, "/v2/library/app/manifests/" + child)
         self.assertEqual((st, sha(body)), (200, child))
 
+    def test_sigterm_lets_a_running_transfer_finish(self):
+        hub = self.registry("hub")
+        self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=6 * MIB)
+        proxy = self.proxy(hub.port)
+        rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
+        _, _, idx = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
+        # Only what the client asked for: the index, not its children.
+        self.assertEqual(len(proxy.requests("GET", "/manifests/")), 1)
+        child = json.loads(idx)["manifests"][0]["digest"]
+        layer = json.loads(raw_manifest(rc.host, "/v2/library/app/manifests/" + child)[2])["layers"][0]
+        proxy.throttle_bps = 4 * MIB  # about 1.5 s
+        result = {}
+
+        def get():
+            st, h, body = rc.request("GET", "/v2/library/app/blobs/" + layer["digest"])
+            result["r"] = (st, sha(body))
+
+        t = threading.Thread(target=get)
+        t.start()
+        time.sleep(0.4)
+        rc.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        with self.assertRaises(ConnectionRefusedError):  # no longer accepting
+            socket.create_connection(("127.0.0.1", rc.port), timeout=2).close()
+        t.join(30)
+        self.assertEqual(result.get("r"), (200, layer["digest"]))
+        self.assertEqual(rc.proc.wait(timeout=20), 0)
+
     @staticmethod
     def _swallow(fn, *args):
         try:
