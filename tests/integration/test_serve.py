@@ -42,6 +42,14 @@ def raw_manifest(host, path, headers=None):
         conn.close()
 
 
+def first_layer(rc, repo="library/app", tag="v1"):
+    """Reads an image's index and first platform manifest through regcache: (child digest, layer)."""
+    _, _, idx = raw_manifest(rc.host, "/v2/%s/manifests/%s" % (repo, tag))
+    child = json.loads(idx)["manifests"][0]["digest"]
+    manifest = json.loads(raw_manifest(rc.host, "/v2/%s/manifests/%s" % (repo, child))[2])
+    return child, manifest["layers"][0]
+
+
 class ServeTest(RegistryTestCase):
     def seed(self, registry, repo="library/app", tag="v1", creds=None, **kw):
         kw.setdefault("layer_size", MIB)
@@ -224,9 +232,7 @@ class ServeTest(RegistryTestCase):
         proxy = self.proxy(hub.port)
         port = proxy.port
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
-        _, _, idx = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
-        child = json.loads(idx)["manifests"][0]["digest"]
-        layer = json.loads(raw_manifest(rc.host, "/v2/library/app/manifests/" + child)[2])["layers"][0]
+        child, layer = first_layer(rc)
         proxy.cut_after, proxy.cut_count, proxy.die_on_cut = MIB, 1, True
         path = "/v2/library/app/blobs/" + layer["digest"]
         try:
@@ -247,9 +253,7 @@ class ServeTest(RegistryTestCase):
         self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=2 * MIB)
         proxy = self.proxy(hub.port)
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
-        _, _, idx = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
-        child = json.loads(idx)["manifests"][0]["digest"]
-        layer = json.loads(raw_manifest(rc.host, "/v2/library/app/manifests/" + child)[2])["layers"][0]
+        child, layer = first_layer(rc)
         proxy.corrupt = True
         path = "/v2/library/app/blobs/" + layer["digest"]
         received = b""
@@ -268,9 +272,7 @@ class ServeTest(RegistryTestCase):
         self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=8 * MIB)
         proxy = self.proxy(hub.port)
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
-        _, _, idx = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
-        child = json.loads(idx)["manifests"][0]["digest"]
-        layer = json.loads(raw_manifest(rc.host, "/v2/library/app/manifests/" + child)[2])["layers"][0]
+        child, layer = first_layer(rc)
         proxy.throttle_bps = 2 * MIB
         path = "/v2/library/app/blobs/" + layer["digest"]
         t = threading.Thread(target=lambda: self._swallow(rc.request, "GET", path), daemon=True)
@@ -332,9 +334,7 @@ class ServeTest(RegistryTestCase):
             self.seed(hub, tag=tag, platforms=[("linux", "amd64", "")], layers=1, layer_size=1024, seed=seed)
         proxy = self.proxy(hub.port)
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
-        _, _, idx = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
-        child = json.loads(idx)["manifests"][0]["digest"]
-        layer = json.loads(raw_manifest(rc.host, "/v2/library/app/manifests/" + child)[2])["layers"][0]
+        child, layer = first_layer(rc)
         path = "/v2/library/app/blobs/" + layer["digest"]
         st, h, full = rc.request("GET", path)
         self.assertEqual((st, h["etag"], h["docker-content-digest"]), (200, '"%s"' % layer["digest"], layer["digest"]))
