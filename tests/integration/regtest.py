@@ -130,7 +130,7 @@ class Registry:
     """A docker-registry (distribution 2.8) process. auth: None, ("htpasswd", {user: pass}) or
     ("token", TokenServer)."""
 
-    def __init__(self, workdir, name, auth=None, port=None):
+    def __init__(self, workdir, name, auth=None, port=None, proxy_remote=None):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -155,6 +155,8 @@ class Registry:
             ts = auth[1]
             config["auth"] = {"token": {"realm": ts.realm, "service": ts.service, "issuer": ts.issuer,
                                         "rootcertbundle": ts.issuer_keys.cert}}
+        if proxy_remote:  # CNCF distribution's pull-through cache mode
+            config["proxy"] = {"remoteurl": proxy_remote}
         self.config_path = os.path.join(self.dir, "config.yml")
         with open(self.config_path, "w") as f:
             json.dump(config, f)  # JSON is YAML
@@ -177,6 +179,20 @@ class Registry:
                 self.proc.wait()
         self.proc = None
         self.log.close()
+
+    def requests_with_size(self):
+        """(method, path, status, response bytes) of every request in the access log so far."""
+        out = []
+        with open(self.log_path, "rb") as f:
+            for line in f.read().decode(errors="replace").splitlines():
+                q = line.find('"')
+                if q < 0 or 'HTTP/1.' not in line:
+                    continue
+                parts = line[q + 1:].split(" ")
+                if len(parts) >= 5 and parts[0] in ("GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"):
+                    size = int(parts[4]) if parts[4].isdigit() else 0
+                    out.append((parts[0], parts[1], parts[3], size))
+        return out
 
     def requests(self):
         """(method, path, status) of every request in the access log so far."""
