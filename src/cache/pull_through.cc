@@ -36,6 +36,21 @@ std::shared_ptr<std::mutex> PullThroughCache::KeyLock(const std::string& key) {
   return m;
 }
 
+void PullThroughCache::NoteAccess(const std::string& upstream, const std::string& repo,
+                                  const std::string& tag) {
+  const int64_t now = NowSeconds();
+  const std::string key = upstream + "|" + repo + "|" + tag;
+  {
+    std::lock_guard<std::mutex> lock(access_mu_);
+    auto& last = access_written_[key];
+    if (now - last < 60) return;
+    last = now;
+    if (access_written_.size() > 100000) access_written_.clear();
+  }
+  Status s = meta_.TouchTagAccessed(upstream, repo, tag, now);
+  if (!s.ok()) spdlog::warn("recording access of {}/{}:{}: {}", upstream, repo, tag, s.ToString());
+}
+
 Result<ManifestResponse> PullThroughCache::ServeStored(const std::string& upstream_name,
                                                        const std::string& repo,
                                                        const oci::Digest& digest, bool head) {
@@ -121,7 +136,10 @@ Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::
   };
   auto serve_row = [&](const metadata::TagRecord& row, const char* result) -> Result<ManifestResponse> {
     auto r = ServeStored(name, repo, row.digest, head);
-    if (r.ok()) r->result = result;
+    if (r.ok()) {
+      r->result = result;
+      NoteAccess(name, repo, reference);
+    }
     return r;
   };
 

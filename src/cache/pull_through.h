@@ -72,6 +72,7 @@ class PullThroughCache {
   Status StoreManifest(Upstream& up, const std::string& repo,
                        const upstream::FetchedManifest& m, std::string* media_type);
   std::shared_ptr<std::mutex> KeyLock(const std::string& key);
+  void NoteAccess(const std::string& upstream, const std::string& repo, const std::string& tag);
   void RunFill(Upstream& up, std::string repo, std::shared_ptr<Fill> fill,
                std::unique_ptr<storage::BlobWriter> writer);
 
@@ -84,6 +85,9 @@ class PullThroughCache {
   std::map<std::string, std::shared_ptr<Fill>> fills_;  // by digest
   std::mutex keys_mu_;
   std::map<std::string, std::weak_ptr<std::mutex>> key_locks_;
+  // Last access written per tag key: hits update SQLite at most once a minute per tag.
+  std::mutex access_mu_;
+  std::map<std::string, int64_t> access_written_;
 };
 
 int64_t NowSeconds();

@@ -33,6 +33,12 @@ class MetadataStore {
                                                   const std::string& tag) = 0;
   virtual Status PutTag(const std::string& upstream, const std::string& repo,
                         const std::string& tag, const TagRecord& record) = 0;
+  // Records that a client was served the tag at `now` (for eviction by last access).
+  virtual Status TouchTagAccessed(const std::string& upstream, const std::string& repo,
+                                  const std::string& tag, int64_t now) = 0;
+  // Last access time of a tag (0 if unknown).
+  virtual Result<int64_t> TagAccessedAt(const std::string& upstream, const std::string& repo,
+                                        const std::string& tag) = 0;
   // Records that upstream re-confirmed the tag at `now` (same digest).
   virtual Status TouchTagChecked(const std::string& upstream, const std::string& repo,
                                  const std::string& tag, int64_t now) = 0;

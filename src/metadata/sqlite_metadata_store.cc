@@ -80,6 +80,25 @@ class SqliteMetadataStore : public MetadataStore {
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("updating tag");
   }
 
+  Status TouchTagAccessed(const std::string& upstream, const std::string& repo,
+                          const std::string& tag, int64_t now) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "UPDATE tags SET accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
+    s.Bind(1, now).Bind(2, upstream).Bind(3, repo).Bind(4, tag);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("updating tag access");
+  }
+
+  Result<int64_t> TagAccessedAt(const std::string& upstream, const std::string& repo,
+                                const std::string& tag) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT accessed_at FROM tags WHERE upstream=? AND repo=? AND tag=?");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, tag);
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return int64_t{0};
+    if (rc != SQLITE_ROW) return Error("reading tag access");
+    return s.Int(0);
+  }
+
   Status PutManifestType(const oci::Digest& d, const std::string& media_type) override {
     std::lock_guard<std::mutex> lock(mu_);
     Stmt s(db_, "INSERT OR REPLACE INTO manifest_types VALUES (?,?)");

@@ -31,6 +31,10 @@ TEST(SqliteMetadataStoreTest, TagsLinksAndTypesSurviveReopen) {
   EXPECT_EQ(tag->digest, d1);
   EXPECT_EQ(tag->size, 123u);
   EXPECT_EQ(tag->checked_at, 200);
+  EXPECT_EQ(m->TagAccessedAt("docker.io", "library/ruby", "3.3").value(), 200);
+  ASSERT_TRUE(m->TouchTagAccessed("docker.io", "library/ruby", "3.3", 300).ok());
+  EXPECT_EQ(m->TagAccessedAt("docker.io", "library/ruby", "3.3").value(), 300);
+  EXPECT_EQ(m->GetTag("docker.io", "library/ruby", "3.3").value()->checked_at, 200);
   EXPECT_EQ(m->Linked("docker.io", "library/ruby", d2).value(), std::optional<uint64_t>(42));
   EXPECT_FALSE(m->Linked("docker.io", "library/other", d2)->has_value());
   EXPECT_FALSE(m->Linked("ghcr.io", "library/ruby", d2)->has_value());
