@@ -75,10 +75,13 @@ Reply MakeReply(unsigned status, const std::string& content_type, std::string bo
   return r;
 }
 
+// Shared between a session and shutdown. Both touch it only on the session's strand, so `closed`
+// (set before the stream is destroyed) tells a late shutdown closure to leave it alone.
 struct SessionState {
   asio::any_io_executor executor;
   beast::tcp_stream* stream = nullptr;
   std::atomic<bool> busy{false};
+  bool closed = false;
 };
 
 class ServerImpl : public Server {
@@ -143,7 +146,10 @@ class ServerImpl : public Server {
       std::lock_guard<std::mutex> lock(sessions_mu_);
       for (const auto& s : sessions_) {
         asio::post(s->executor, [s] {
-          if (!s->busy) s->stream->socket().close();
+          if (!s->closed && !s->busy) {
+            beast::error_code ignored;
+            s->stream->socket().close(ignored);
+          }
         });
       }
     }
@@ -230,6 +236,7 @@ class ServerImpl : public Server {
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    state->closed = true;
     metrics_.connections--;
     std::lock_guard<std::mutex> lock(sessions_mu_);
     sessions_.erase(state);
@@ -377,7 +384,9 @@ class ServerImpl : public Server {
           // Point the next page at this server's path for the repository, as the client named it.
           size_t q = t->link.find('?'), gt = t->link.find('>');
           if (q != std::string::npos && gt != std::string::npos && q < gt) {
-            r.headers.push_back({"Link", "</v2/" + route->name + "/tags/list" + t->link.substr(q, gt - q) + t->link.substr(gt)});
+            std::string ns = choice->ns.empty() ? "" : "&ns=" + UrlEncode(choice->ns);
+            r.headers.push_back({"Link", "</v2/" + route->name + "/tags/list" + t->link.substr(q, gt - q) +
+                                             ns + t->link.substr(gt)});
           }
         }
         r.body = std::move(t->body);
