@@ -203,13 +203,16 @@ def main():
                 own = os.sched_getaffinity(0)
                 os.sched_setaffinity(0, {1})
                 try:
-                    threads = [threading.Thread(target=splice_fetch, args=(port, path, reps)) for _ in range(4)]
-                    t = time.monotonic()
-                    for th in threads:
-                        th.start()
-                    for th in threads:
-                        th.join()
-                    record(kind, "pinned_mibs", total_mib / (time.monotonic() - t))
+                    for _ in range(3):  # this number is noisy on a shared VM: sample it more
+                        cpu0 = cpu_seconds(srv.pid)
+                        threads = [threading.Thread(target=splice_fetch, args=(port, path, reps)) for _ in range(4)]
+                        t = time.monotonic()
+                        for th in threads:
+                            th.start()
+                        for th in threads:
+                            th.join()
+                        record(kind, "pinned_mibs", total_mib / (time.monotonic() - t))
+                        record(kind, "pinned_cpu_per_gib", (cpu_seconds(srv.pid) - cpu0) / (total_mib / 1024))
                 finally:
                     os.sched_setaffinity(0, own)
                     subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, sorted(own))), str(srv.pid)],
@@ -237,8 +240,10 @@ def main():
                 for th in threads:
                     th.join()
                 record(kind, "fan_s", time.monotonic() - t)
-                if errors:
-                    raise RuntimeError("%s fan-in: %s" % (kind, errors[0]))
+                # A failed pull is a result too (distribution's proxy answers 500s under fan-in).
+                record(kind, "fan_failed", len(errors))
+                for e in errors[:1]:
+                    print("%s fan-in: %s" % (kind, e), file=sys.stderr)
                 time.sleep(1.0)
                 record(kind, "fan_cpu_s", cpu_seconds(srv.pid) - cpu0)
                 reqs, blob_gets, data = upstream_delta(before)
@@ -258,20 +263,24 @@ def main():
             ("warm pull: wall time (s)", "warm_s", "%.2f", ""),
             ("warm pull: upstream requests", "warm_reqs", "%.0f", "0"),
             ("fan-in 16 cold pulls: wall time (s)", "fan_s", "%.2f", ""),
+            ("fan-in: client pulls that failed (total over runs)", "fan_failed", "%.0f", "0"),
             ("fan-in: upstream GETs per blob (max)", "fan_gets_per_blob_max", "%.0f", "1"),
             ("fan-in: upstream GETs per blob (median)", "fan_gets_per_blob_median", "%.1f", "1"),
             ("fan-in: upstream bytes / image size", "fan_bytes_x", "%.2f", "1.00x"),
             ("fan-in: server CPU (s)", "fan_cpu_s", "%.2f", "<= 0.25x"),
             ("warm 64 MiB blob x 4 conns, curl, shared cores (MiB/s)", "throughput_mibs", "%.0f", ">= 1.5x"),
             ("warm 64 MiB blob x 4 conns, server-bound (MiB/s)", "pinned_mibs", "%.0f", ">= 1.5x"),
-            ("warm blob serving: server CPU s per GiB", "cpu_per_gib", "%.2f", ""),
+            ("warm blob serving, curl: server CPU s per GiB", "cpu_per_gib", "%.2f", ""),
+            ("warm blob serving, server-bound: server CPU s per GiB", "pinned_cpu_per_gib", "%.2f", ""),
             ("peak RSS (MiB, max over runs)", "rss_mib", "%.1f", "<= 30 MiB"),
         ]
-        print("| scenario (median of %d runs) | distribution proxy | regcache serve | ratio | target |" % args.runs)
+        print("| scenario (median of %d runs; server-bound rows: of %d samples) | distribution proxy | regcache serve | ratio | target |" % (args.runs, 3 * args.runs))
         print("|---|---:|---:|---:|---|")
         for name, key, fmt, target in rows:
             if key == "rss_mib":
                 d, r = max(results["distribution"][key]), max(results["regcache"][key])
+            elif key == "fan_failed":
+                d, r = sum(results["distribution"][key]), sum(results["regcache"][key])
             else:
                 d, r = med("distribution", key), med("regcache", key)
             ratio = "%.2fx" % (r / d) if d else "-"
