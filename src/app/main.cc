@@ -16,6 +16,7 @@
 #include "copy/client_pool.h"
 #include "copy/copier.h"
 #include "copy/sync.h"
+#include "copy/yaml_config.h"
 #include "oci/reference.h"
 
 namespace regcache::app {

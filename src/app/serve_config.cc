@@ -2,27 +2,15 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <cstdlib>
-#include <set>
-
 #include "base/strings.h"
-#include "copy/sync.h"
+#include "copy/yaml_config.h"
 
 namespace regcache::app {
 namespace {
 
-Status CheckKeys(const YAML::Node& node, const std::set<std::string>& allowed, const std::string& where) {
-  if (!node.IsMap()) return InvalidArgument(where + " must be a mapping");
-  for (const auto& kv : node) {
-    std::string key = kv.first.as<std::string>();
-    if (!allowed.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
-  }
-  return Status::Ok();
-}
-
 Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (!root.IsMap()) return InvalidArgument("serve config must be a YAML mapping");
-  RC_RETURN_IF_ERROR(CheckKeys(root, {"listen", "data_dir", "default_upstream", "upstreams",
+  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(root, {"listen", "data_dir", "default_upstream", "upstreams",
                                       "io_threads", "worker_threads", "fill_threads",
                                       "shutdown_grace", "idle_timeout", "access_log", "log_level"},
                                "serve config"));
@@ -48,24 +36,13 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
     for (size_t i = 0; i < ups.size(); ++i) {
       const auto& n = ups[i];
       std::string where = "upstreams[" + std::to_string(i) + "]";
-      RC_RETURN_IF_ERROR(CheckKeys(n, {"name", "url", "username", "password", "password_env",
+      RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n, {"name", "url", "username", "password", "password_env",
                                        "insecure", "ca_file", "tag_ttl", "ttl_rules"}, where));
       cache::UpstreamConfig u;
       if (!n["name"] || !n["url"]) return InvalidArgument(where + " needs 'name' and 'url'");
       u.name = n["name"].as<std::string>();
       u.url = n["url"].as<std::string>();
-      if (n["username"]) {
-        upstream::Credentials cred;
-        cred.username = n["username"].as<std::string>();
-        if (n["password"]) cred.password = n["password"].as<std::string>();
-        if (n["password_env"]) {
-          std::string var = n["password_env"].as<std::string>();
-          const char* v = std::getenv(var.c_str());
-          if (!v) return InvalidArgument(where + ".password_env: $" + var + " is not set");
-          cred.password = v;
-        }
-        u.credentials = cred;
-      }
+      RC_ASSIGN_OR_RETURN(u.credentials, copy::CredentialsFromYaml(n, where));
       if (n["insecure"]) u.insecure = n["insecure"].as<bool>();
       if (n["ca_file"]) u.ca_file = n["ca_file"].as<std::string>();
       if (n["tag_ttl"]) {
@@ -74,7 +51,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
       if (auto rules = n["ttl_rules"]) {
         if (!rules.IsSequence()) return InvalidArgument(where + ".ttl_rules must be a list");
         for (const auto& r : rules) {
-          RC_RETURN_IF_ERROR(CheckKeys(r, {"pattern", "ttl"}, where + ".ttl_rules"));
+          RC_RETURN_IF_ERROR(copy::CheckYamlKeys(r, {"pattern", "ttl"}, where + ".ttl_rules"));
           if (!r["pattern"] || !r["ttl"]) return InvalidArgument(where + ".ttl_rules entries need pattern and ttl");
           RC_ASSIGN_OR_RETURN(auto ttl, copy::ParseDuration(r["ttl"].as<std::string>()));
           u.ttl_rules.push_back({r["pattern"].as<std::string>(), ttl});

@@ -289,9 +289,8 @@ void PullThroughCache::RunFill(Upstream& up, std::string repo, std::shared_ptr<F
   if (rl.remaining >= 0) metrics_.SetRateLimitRemaining(up.name(), rl.remaining);
 }
 
-Result<RawResponse> PullThroughCache::Tags(Upstream& up, const std::string& repo,
-                                           const std::string& query) {
-  RC_ASSIGN_OR_RETURN(auto resp, up.client().GetRaw(repo, "tags/list" + query));
+namespace {
+RawResponse PassThrough(upstream::HttpResponse resp) {
   RawResponse r;
   r.status = resp.status;
   r.body = std::move(resp.body);
@@ -299,24 +298,27 @@ Result<RawResponse> PullThroughCache::Tags(Upstream& up, const std::string& repo
   r.link = resp.headers.Get("Link");
   return r;
 }
+}  // namespace
+
+Result<RawResponse> PullThroughCache::Tags(Upstream& up, const std::string& repo,
+                                           const std::string& query) {
+  RC_ASSIGN_OR_RETURN(auto resp, up.client().GetRaw(repo, "tags/list" + query));
+  return PassThrough(std::move(resp));
+}
 
 Result<RawResponse> PullThroughCache::Referrers(Upstream& up, const std::string& repo,
                                                 const oci::Digest& digest,
                                                 const std::string& query) {
   RC_ASSIGN_OR_RETURN(auto resp, up.client().GetRaw(repo, "referrers/" + digest.str() + query));
-  RawResponse r;
   if (resp.status == 404) {
+    RawResponse r;
     // Referrers, once supported, are never a 404: no referrers is an empty index.
     r.status = 200;
     r.content_type = std::string(oci::kOciIndex);
     r.body = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
     return r;
   }
-  r.status = resp.status;
-  r.body = std::move(resp.body);
-  r.content_type = resp.headers.Get("Content-Type");
-  r.link = resp.headers.Get("Link");
-  return r;
+  return PassThrough(std::move(resp));
 }
 
 }  // namespace regcache::cache

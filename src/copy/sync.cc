@@ -1,30 +1,18 @@
 #include "copy/sync.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <atomic>
-#include <cstdlib>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "base/strings.h"
+#include "copy/yaml_config.h"
 
 namespace regcache::copy {
 namespace {
 
 using Seconds = std::chrono::seconds;
-
-Status CheckKeys(const YAML::Node& node, const std::set<std::string>& allowed,
-                 const std::string& where) {
-  if (!node.IsMap()) return InvalidArgument(where + " must be a mapping");
-  for (const auto& kv : node) {
-    std::string key = kv.first.as<std::string>();
-    if (!allowed.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
-  }
-  return Status::Ok();
-}
 
 Result<std::vector<std::string>> StringList(const YAML::Node& node, const std::string& where) {
   std::vector<std::string> out;
@@ -54,7 +42,7 @@ Result<std::vector<oci::Platform>> Platforms(const YAML::Node& node, const std::
 Result<SyncConfig> ParseNode(const YAML::Node& root) {
   SyncConfig c;
   if (!root.IsMap()) return InvalidArgument("sync file must be a YAML mapping");
-  RC_RETURN_IF_ERROR(CheckKeys(root, {"parallel", "blob_parallel", "registries", "images",
+  RC_RETURN_IF_ERROR(CheckYamlKeys(root, {"parallel", "blob_parallel", "registries", "images",
                                       "ratelimit", "defaults"}, "sync file"));
   if (root["parallel"]) c.parallel = root["parallel"].as<int>();
   if (root["blob_parallel"]) c.blob_parallel = root["blob_parallel"].as<int>();
@@ -63,7 +51,7 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
 
   SyncImageSpec defaults;
   if (auto d = root["defaults"]) {
-    RC_RETURN_IF_ERROR(CheckKeys(d, {"destination_prefix", "platforms", "check_upstream"}, "defaults"));
+    RC_RETURN_IF_ERROR(CheckYamlKeys(d, {"destination_prefix", "platforms", "check_upstream"}, "defaults"));
     if (d["destination_prefix"]) defaults.destination_prefix = d["destination_prefix"].as<std::string>();
     if (d["platforms"]) {
       RC_ASSIGN_OR_RETURN(defaults.platforms, Platforms(d["platforms"], "defaults.platforms"));
@@ -72,7 +60,7 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
   }
 
   if (auto r = root["ratelimit"]) {
-    RC_RETURN_IF_ERROR(CheckKeys(r, {"min_remaining", "action", "wait_interval", "max_wait"}, "ratelimit"));
+    RC_RETURN_IF_ERROR(CheckYamlKeys(r, {"min_remaining", "action", "wait_interval", "max_wait"}, "ratelimit"));
     if (r["min_remaining"]) c.ratelimit.min_remaining = r["min_remaining"].as<int64_t>();
     if (r["action"]) {
       std::string a = r["action"].as<std::string>();
@@ -93,20 +81,9 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
       std::string host = kv.first.as<std::string>();
       std::string where = "registries." + host;
       const YAML::Node& n = kv.second;
-      RC_RETURN_IF_ERROR(CheckKeys(n, {"username", "password", "password_env", "insecure", "ca_file"}, where));
+      RC_RETURN_IF_ERROR(CheckYamlKeys(n, {"username", "password", "password_env", "insecure", "ca_file"}, where));
       RegistrySettings s;
-      if (n["username"]) {
-        upstream::Credentials cred;
-        cred.username = n["username"].as<std::string>();
-        if (n["password"]) cred.password = n["password"].as<std::string>();
-        if (n["password_env"]) {
-          std::string var = n["password_env"].as<std::string>();
-          const char* v = std::getenv(var.c_str());
-          if (!v) return InvalidArgument(where + ".password_env: $" + var + " is not set");
-          cred.password = v;
-        }
-        s.credentials = cred;
-      }
+      RC_ASSIGN_OR_RETURN(s.credentials, CredentialsFromYaml(n, where));
       if (n["insecure"]) s.insecure = n["insecure"].as<bool>();
       if (n["ca_file"]) s.ca_file = n["ca_file"].as<std::string>();
       c.registries[oci::NormalizeRegistryHost(host)] = s;
@@ -120,7 +97,7 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
   for (size_t i = 0; i < images.size(); ++i) {
     const YAML::Node& n = images[i];
     std::string where = "images[" + std::to_string(i) + "]";
-    RC_RETURN_IF_ERROR(CheckKeys(n, {"source", "tags", "tag_regex", "destination",
+    RC_RETURN_IF_ERROR(CheckYamlKeys(n, {"source", "tags", "tag_regex", "destination",
                                      "destination_prefix", "platforms", "check_upstream"}, where));
     SyncImageSpec spec = defaults;
     if (!n["source"]) return InvalidArgument(where + ": missing 'source'");
@@ -166,18 +143,6 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
 }
 
 }  // namespace
-
-Result<std::chrono::seconds> ParseDuration(const std::string& text) {
-  std::string_view t = Trim(text);
-  int64_t mult = 1;
-  if (!t.empty() && (t.back() == 's' || t.back() == 'm' || t.back() == 'h')) {
-    mult = t.back() == 'h' ? 3600 : t.back() == 'm' ? 60 : 1;
-    t.remove_suffix(1);
-  }
-  auto n = ParseUint(t);
-  if (!n) return InvalidArgument("invalid duration '" + text + "' (use 90, 90s, 10m or 6h)");
-  return Seconds(static_cast<int64_t>(*n) * mult);
-}
 
 Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text) {
   // yaml-cpp reports errors by exception; this is config loading, not a request path, so they

@@ -44,9 +44,6 @@ struct SyncConfig {
 // unknown keys, bad references, bad regex, bad platform, bad durations, no destination.
 Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text);
 
-// "90", "90s", "10m", "6h" -> seconds.
-Result<std::chrono::seconds> ParseDuration(const std::string& text);
-
 struct SyncItem {
   oci::Reference source;
   oci::Reference destination;

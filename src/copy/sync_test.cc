@@ -1,4 +1,5 @@
 #include "copy/sync.h"
+#include "copy/yaml_config.h"
 
 #include <gtest/gtest.h>
 

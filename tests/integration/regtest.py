@@ -196,17 +196,7 @@ class Registry:
 
     def requests(self):
         """(method, path, status) of every request in the access log so far."""
-        out = []
-        with open(self.log_path, "rb") as f:
-            for line in f.read().decode(errors="replace").splitlines():
-                # combined log format: ... "GET /v2/x HTTP/1.1" 200 ...
-                q = line.find('"')
-                if q < 0 or 'HTTP/1.' not in line:
-                    continue
-                parts = line[q + 1:].split(" ")
-                if len(parts) >= 4 and parts[0] in ("GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"):
-                    out.append((parts[0], parts[1], parts[3]))
-        return out
+        return [(m, p, st) for m, p, st, _ in self.requests_with_size()]
 
 
 class FaultProxy:

@@ -1,0 +1,46 @@
+#include "copy/yaml_config.h"
+
+#include <cstdlib>
+
+#include "base/strings.h"
+
+namespace regcache::copy {
+
+Status CheckYamlKeys(const YAML::Node& node, const std::set<std::string>& allowed,
+                     const std::string& where) {
+  if (!node.IsMap()) return InvalidArgument(where + " must be a mapping");
+  for (const auto& kv : node) {
+    std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<upstream::Credentials>> CredentialsFromYaml(const YAML::Node& node,
+                                                                 const std::string& where) {
+  if (!node["username"]) return std::optional<upstream::Credentials>();
+  upstream::Credentials cred;
+  cred.username = node["username"].as<std::string>();
+  if (node["password"]) cred.password = node["password"].as<std::string>();
+  if (node["password_env"]) {
+    std::string var = node["password_env"].as<std::string>();
+    const char* v = std::getenv(var.c_str());
+    if (!v) return InvalidArgument(where + ".password_env: $" + var + " is not set");
+    cred.password = v;
+  }
+  return std::optional<upstream::Credentials>(cred);
+}
+
+Result<std::chrono::seconds> ParseDuration(const std::string& text) {
+  std::string_view t = Trim(text);
+  int64_t mult = 1;
+  if (!t.empty() && (t.back() == 's' || t.back() == 'm' || t.back() == 'h')) {
+    mult = t.back() == 'h' ? 3600 : t.back() == 'm' ? 60 : 1;
+    t.remove_suffix(1);
+  }
+  auto n = ParseUint(t);
+  if (!n) return InvalidArgument("invalid duration '" + text + "' (use 90, 90s, 10m or 6h)");
+  return std::chrono::seconds(static_cast<int64_t>(*n) * mult);
+}
+
+}  // namespace regcache::copy
