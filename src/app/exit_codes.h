@@ -8,14 +8,14 @@ namespace regcache::app {
 
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,         // anything not below (I/O, internal, a sync with failed items)
-  kExitInvalidInput = 2,    // bad reference, flag, config or manifest
-  kExitAuth = 3,            // credentials missing, rejected, or access denied
-  kExitNotFound = 4,        // image, tag, platform or repository does not exist
-  kExitRateLimited = 5,     // registry said 429 / TOOMANYREQUESTS
-  kExitUnavailable = 6,     // network or upstream failure after retries
-  kExitIntegrity = 7,       // content did not match its digest
-  kExitConflict = 8,        // destination tag is immutable and points elsewhere
+  kExitFailure = 1,       // anything not below (I/O, internal, a sync with failed items)
+  kExitInvalidInput = 2,  // bad reference, flag, config or manifest
+  kExitAuth = 3,          // credentials missing, rejected, or access denied
+  kExitNotFound = 4,      // image, tag, platform or repository does not exist
+  kExitRateLimited = 5,   // registry said 429 / TOOMANYREQUESTS
+  kExitUnavailable = 6,   // network or upstream failure after retries
+  kExitIntegrity = 7,     // content did not match its digest
+  kExitConflict = 8,      // destination tag is immutable and points elsewhere
 };
 
 int ExitCodeFor(const Status& status);

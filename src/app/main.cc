@@ -43,7 +43,8 @@ struct CommonFlags {
 
 upstream::ClientOptions BaseOptions(const CommonFlags& f) {
   upstream::ClientOptions o;
-  for (const auto& h : f.insecure_registries) o.insecure_registries.push_back(oci::NormalizeRegistryHost(h));
+  for (const auto& h : f.insecure_registries)
+    o.insecure_registries.push_back(oci::NormalizeRegistryHost(h));
   o.transport.ca_file = f.ca_file;
   o.transport.stall_timeout_s = f.timeout_s;
   o.retry.max_attempts = std::max(1, f.retries);
@@ -56,13 +57,16 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags& f) {
                   "HOST[:PORT] that may be reached over plain HTTP or unverified TLS (repeatable; "
                   "loopback hosts always may)")
       ->allow_extra_args(false);
-  cmd->add_option("--ca-file", f.ca_file, "extra CA certificates (PEM) to trust, besides the system's")
+  cmd->add_option("--ca-file", f.ca_file,
+                  "extra CA certificates (PEM) to trust, besides the system's")
       ->check(CLI::ExistingFile);
   cmd->add_option("--retries", f.retries, "attempts per request on 408/429/5xx/network errors")
       ->capture_default_str();
-  cmd->add_option("--retry-base-ms", f.retry_base_ms, "first backoff delay; doubles per retry, jittered")
+  cmd->add_option("--retry-base-ms", f.retry_base_ms,
+                  "first backoff delay; doubles per retry, jittered")
       ->capture_default_str();
-  cmd->add_option("--timeout", f.timeout_s, "abort a transfer that moves no data for this many seconds")
+  cmd->add_option("--timeout", f.timeout_s,
+                  "abort a transfer that moves no data for this many seconds")
       ->capture_default_str();
   cmd->add_option("--docker-config", f.docker_config,
                   "directory holding config.json (default $DOCKER_CONFIG or ~/.docker)");
@@ -97,13 +101,15 @@ class ProgressLine {
 nlohmann::json ResultJson(const copy::EnsureResult& r, const std::string& printed_dst) {
   nlohmann::json j;
   j["source"] = r.source.String();
-  j["source_digest"] = r.source_digest.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.source_digest.str());
+  j["source_digest"] =
+      r.source_digest.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.source_digest.str());
   j["destination"] = printed_dst;
   j["destination_digest"] = r.destination_digest.str();
   j["copied"] = r.copied;
   j["reason"] = r.reason;
   j["manifests"] = {{"pushed", r.manifests_pushed}, {"present", r.manifests_present}};
-  j["blobs"] = {{"skipped", r.blobs_skipped}, {"mounted", r.blobs_mounted}, {"copied", r.blobs_copied}};
+  j["blobs"] = {
+      {"skipped", r.blobs_skipped}, {"mounted", r.blobs_mounted}, {"copied", r.blobs_copied}};
   j["bytes_copied"] = r.bytes_copied;
   j["source_requests"] = {{"total", r.source_requests.Total()},
                           {"manifest_gets", r.source_requests.manifest_gets}};
@@ -208,7 +214,8 @@ int RunSync(const SyncFlags& f, const CommonFlags& common) {
   if (f.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& o : outcomes) {
-      nlohmann::json j = o.status.ok() ? ResultJson(o.result, o.destination) : nlohmann::json::object();
+      nlohmann::json j =
+          o.status.ok() ? ResultJson(o.result, o.destination) : nlohmann::json::object();
       j["source"] = o.source;
       j["destination"] = o.destination;
       j["ok"] = o.status.ok();
@@ -238,7 +245,8 @@ int main(int argc, char** argv) {
   using namespace regcache::app;
   std::signal(SIGPIPE, SIG_IGN);  // a closed pipe or socket is an error return, not a death
 
-  CLI::App app{"regcache: copy container images between registries without a daemon, and cache them"};
+  CLI::App app{
+      "regcache: copy container images between registries without a daemon, and cache them"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "regcache 0.1.0");
 
@@ -247,26 +255,37 @@ int main(int argc, char** argv) {
   auto* ensure = app.add_subcommand(
       "ensure",
       "Make DST hold SRC: if DST exists, do nothing (no request to SRC's registry); else copy "
-      "every platform byte-exact, streaming blobs registry to registry. Prints DST@sha256:<digest>.");
-  ensure->add_option("SRC", ef.src, "source image, e.g. ruby:3.3 or ghcr.io/org/app:1.0")->required();
-  ensure->add_option("DST", ef.dst, "destination, e.g. 123.dkr.ecr.us-east-1.amazonaws.com/mirror/ruby:3.3 "
-                                    "(without a tag: SRC's tag)")->required();
+      "every platform byte-exact, streaming blobs registry to registry. Prints "
+      "DST@sha256:<digest>.");
+  ensure->add_option("SRC", ef.src, "source image, e.g. ruby:3.3 or ghcr.io/org/app:1.0")
+      ->required();
+  ensure
+      ->add_option("DST", ef.dst,
+                   "destination, e.g. 123.dkr.ecr.us-east-1.amazonaws.com/mirror/ruby:3.3 "
+                   "(without a tag: SRC's tag)")
+      ->required();
   ensure->add_option("--src-creds", ef.src_creds, "USER:PASS for the source registry");
   ensure->add_option("--dest-creds", ef.dest_creds, "USER:PASS for the destination registry");
-  ensure->add_flag("--check-upstream", ef.check_upstream,
-                   "when DST exists, HEAD SRC (costs no Docker Hub pull) and copy if the tag moved");
-  ensure->add_option("--platform", ef.platforms,
-                     "os/arch[/variant] to copy (repeatable). Changes the digest: one platform "
-                     "copies that platform's manifest, several write a new index")
+  ensure->add_flag(
+      "--check-upstream", ef.check_upstream,
+      "when DST exists, HEAD SRC (costs no Docker Hub pull) and copy if the tag moved");
+  ensure
+      ->add_option("--platform", ef.platforms,
+                   "os/arch[/variant] to copy (repeatable). Changes the digest: one platform "
+                   "copies that platform's manifest, several write a new index")
       ->allow_extra_args(false);
-  ensure->add_option("-j,--jobs", ef.jobs, "blobs copied in parallel")->capture_default_str()->check(CLI::Range(1, 64));
+  ensure->add_option("-j,--jobs", ef.jobs, "blobs copied in parallel")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   ensure->add_flag("--json", ef.json, "print a JSON object instead of the reference");
   AddCommonFlags(ensure, common);
 
   SyncFlags sf;
-  auto* sync = app.add_subcommand("sync", "Ensure every image listed in a YAML file; print a summary table");
+  auto* sync =
+      app.add_subcommand("sync", "Ensure every image listed in a YAML file; print a summary table");
   sync->add_option("FILE", sf.file, "sync file (see docs/sync.md)")->required();
-  sync->add_flag("--dry-run", sf.dry_run, "list what would be copied; write nothing, GET no manifests");
+  sync->add_flag("--dry-run", sf.dry_run,
+                 "list what would be copied; write nothing, GET no manifests");
   sync->add_flag("--json", sf.json, "print JSON instead of the table");
   AddCommonFlags(sync, common);
 
@@ -279,15 +298,22 @@ int main(int argc, char** argv) {
       "Run a pull-through caching registry (docker/containerd/podman mirror). With no arguments: "
       "listen on :5000, data in ./regcache-data, upstreams docker.io (default), ghcr.io, quay.io, "
       "registry.k8s.io, gcr.io, public.ecr.aws");
-  serve->add_option("--config", serve_config_file, "YAML config file (see docs/serve.md); flags override it")
+  serve
+      ->add_option("--config", serve_config_file,
+                   "YAML config file (see docs/serve.md); flags override it")
       ->check(CLI::ExistingFile);
   serve->add_option("--listen", serve_listen, "ADDR:PORT to listen on (default :5000)");
-  serve->add_option("--data-dir", serve_data_dir, "where blobs and metadata live (default ./regcache-data)");
-  serve->add_option("--upstream", serve_upstreams,
-                    "NAME=URL (repeatable; replaces the embedded upstreams; the first is the default)")
+  serve->add_option("--data-dir", serve_data_dir,
+                    "where blobs and metadata live (default ./regcache-data)");
+  serve
+      ->add_option(
+          "--upstream", serve_upstreams,
+          "NAME=URL (repeatable; replaces the embedded upstreams; the first is the default)")
       ->allow_extra_args(false);
-  serve->add_option("--default-upstream", serve_default, "upstream for requests without ?ns= or a prefix");
-  serve->add_option("--tag-ttl", serve_ttl, "how long a tag is served without asking upstream (e.g. 5m)");
+  serve->add_option("--default-upstream", serve_default,
+                    "upstream for requests without ?ns= or a prefix");
+  serve->add_option("--tag-ttl", serve_ttl,
+                    "how long a tag is served without asking upstream (e.g. 5m)");
   serve->add_flag("--no-access-log", no_access_log, "do not log every request");
 
   try {
@@ -306,7 +332,8 @@ int main(int argc, char** argv) {
   if (sync->parsed()) return RunSync(sf, common);
   if (serve->parsed()) {
     auto fail = [](const regcache::Status& s) {
-      std::fprintf(stderr, "regcache: %s: %s (%s)\n", regcache::CodeName(s.code()), s.message().c_str(), HintFor(s));
+      std::fprintf(stderr, "regcache: %s: %s (%s)\n", regcache::CodeName(s.code()),
+                   s.message().c_str(), HintFor(s));
       return ExitCodeFor(s);
     };
     if (!serve_config_file.empty()) {

@@ -17,12 +17,14 @@ int RunServe(const ServeConfig& config) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
   auto fail = [](const Status& s) {
-    std::fprintf(stderr, "regcache: %s: %s (%s)\n", CodeName(s.code()), s.message().c_str(), HintFor(s));
+    std::fprintf(stderr, "regcache: %s: %s (%s)\n", CodeName(s.code()), s.message().c_str(),
+                 HintFor(s));
     return ExitCodeFor(s);
   };
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
-  if (ec) return fail(IoError("cannot create data directory " + config.data_dir + ": " + ec.message()));
+  if (ec)
+    return fail(IoError("cannot create data directory " + config.data_dir + ": " + ec.message()));
 
   auto blobs = storage::OpenFilesystemBlobStore(config.data_dir);
   if (!blobs.ok()) return fail(blobs.status());
@@ -44,7 +46,8 @@ int RunServe(const ServeConfig& config) {
   }
   std::string names;
   for (auto* u : (*upstreams)->All()) {
-    names += (names.empty() ? "" : ", ") + u->name() + (u == (*upstreams)->Default() ? " (default)" : "");
+    names += (names.empty() ? "" : ", ") + u->name() +
+             (u == (*upstreams)->Default() ? " (default)" : "");
   }
   spdlog::info("regcache serve listening on {}:{}, data in {}, upstreams: {}", config.server.host,
                (*server)->port(), config.data_dir, names);

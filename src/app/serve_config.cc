@@ -10,10 +10,11 @@ namespace {
 
 Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (!root.IsMap()) return InvalidArgument("serve config must be a YAML mapping");
-  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(root, {"listen", "data_dir", "default_upstream", "upstreams",
-                                      "io_threads", "worker_threads", "fill_threads",
-                                      "shutdown_grace", "idle_timeout", "access_log", "log_level"},
-                               "serve config"));
+  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
+      root,
+      {"listen", "data_dir", "default_upstream", "upstreams", "io_threads", "worker_threads",
+       "fill_threads", "shutdown_grace", "idle_timeout", "access_log", "log_level"},
+      "serve config"));
   if (root["listen"]) RC_RETURN_IF_ERROR(ParseListen(root["listen"].as<std::string>(), &c->server));
   if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
   if (root["io_threads"]) c->server.io_threads = root["io_threads"].as<int>();
@@ -22,10 +23,12 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (root["access_log"]) c->server.access_log = root["access_log"].as<bool>();
   if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
   if (root["shutdown_grace"]) {
-    RC_ASSIGN_OR_RETURN(c->server.shutdown_grace, copy::ParseDuration(root["shutdown_grace"].as<std::string>()));
+    RC_ASSIGN_OR_RETURN(c->server.shutdown_grace,
+                        copy::ParseDuration(root["shutdown_grace"].as<std::string>()));
   }
   if (root["idle_timeout"]) {
-    RC_ASSIGN_OR_RETURN(c->server.idle_timeout, copy::ParseDuration(root["idle_timeout"].as<std::string>()));
+    RC_ASSIGN_OR_RETURN(c->server.idle_timeout,
+                        copy::ParseDuration(root["idle_timeout"].as<std::string>()));
   }
   if (c->server.io_threads < 1 || c->server.worker_threads < 1 || c->fill_threads < 1) {
     return InvalidArgument("thread counts must be at least 1");
@@ -36,8 +39,10 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
     for (size_t i = 0; i < ups.size(); ++i) {
       const auto& n = ups[i];
       std::string where = "upstreams[" + std::to_string(i) + "]";
-      RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n, {"name", "url", "username", "password", "password_env",
-                                       "insecure", "ca_file", "tag_ttl", "ttl_rules"}, where));
+      RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n,
+                                             {"name", "url", "username", "password", "password_env",
+                                              "insecure", "ca_file", "tag_ttl", "ttl_rules"},
+                                             where));
       cache::UpstreamConfig u;
       if (!n["name"] || !n["url"]) return InvalidArgument(where + " needs 'name' and 'url'");
       u.name = n["name"].as<std::string>();
@@ -52,14 +57,16 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
         if (!rules.IsSequence()) return InvalidArgument(where + ".ttl_rules must be a list");
         for (const auto& r : rules) {
           RC_RETURN_IF_ERROR(copy::CheckYamlKeys(r, {"pattern", "ttl"}, where + ".ttl_rules"));
-          if (!r["pattern"] || !r["ttl"]) return InvalidArgument(where + ".ttl_rules entries need pattern and ttl");
+          if (!r["pattern"] || !r["ttl"])
+            return InvalidArgument(where + ".ttl_rules entries need pattern and ttl");
           RC_ASSIGN_OR_RETURN(auto ttl, copy::ParseDuration(r["ttl"].as<std::string>()));
           u.ttl_rules.push_back({r["pattern"].as<std::string>(), ttl});
         }
       }
       c->upstreams.push_back(std::move(u));
     }
-    if (!root["default_upstream"] && !c->upstreams.empty()) c->default_upstream = c->upstreams[0].name;
+    if (!root["default_upstream"] && !c->upstreams.empty())
+      c->default_upstream = c->upstreams[0].name;
   }
   if (root["default_upstream"]) c->default_upstream = root["default_upstream"].as<std::string>();
   return Status::Ok();
@@ -69,10 +76,12 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
 
 Status ParseListen(const std::string& text, http::ServerOptions* out) {
   size_t colon = text.rfind(':');
-  if (colon == std::string::npos) return InvalidArgument("listen address '" + text + "' needs :PORT");
+  if (colon == std::string::npos)
+    return InvalidArgument("listen address '" + text + "' needs :PORT");
   std::string host = text.substr(0, colon);
   auto port = ParseUint(text.substr(colon + 1));
-  if (!port || *port > 65535) return InvalidArgument("invalid port in listen address '" + text + "'");
+  if (!port || *port > 65535)
+    return InvalidArgument("invalid port in listen address '" + text + "'");
   if (StartsWith(host, "[") && EndsWith(host, "]")) host = host.substr(1, host.size() - 2);
   out->host = host.empty() ? "0.0.0.0" : host;
   out->port = static_cast<uint16_t>(*port);
@@ -90,7 +99,8 @@ Status LoadServeConfig(const std::string& yaml_text, ServeConfig* config) {
 Result<cache::UpstreamConfig> ParseUpstreamFlag(const std::string& text) {
   size_t eq = text.find('=');
   if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
-    return InvalidArgument("--upstream takes NAME=URL, e.g. docker.io=https://registry-1.docker.io");
+    return InvalidArgument(
+        "--upstream takes NAME=URL, e.g. docker.io=https://registry-1.docker.io");
   }
   cache::UpstreamConfig u;
   u.name = text.substr(0, eq);

@@ -29,7 +29,8 @@ upstreams:
     url: https://ghcr.io
     username: u
     password: p
-)", &c);
+)",
+                           &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(c.server.host, "127.0.0.1");
   EXPECT_EQ(c.server.port, 0);

@@ -53,7 +53,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return Status(Code::kInvalidArgument, std::move(m)); }
+inline Status InvalidArgument(std::string m) {
+  return Status(Code::kInvalidArgument, std::move(m));
+}
 inline Status NotFound(std::string m) { return Status(Code::kNotFound, std::move(m)); }
 inline Status Unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
 inline Status Integrity(std::string m) { return Status(Code::kIntegrity, std::move(m)); }
@@ -65,7 +67,7 @@ inline Status Unsupported(std::string m) { return Status(Code::kUnsupported, std
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(v_).ok());
   }
@@ -90,16 +92,17 @@ class [[nodiscard]] Result {
 }  // namespace regcache
 
 // Propagates a non-ok Status from an expression returning Status.
-#define RC_RETURN_IF_ERROR(expr)              \
-  do {                                        \
-    ::regcache::Status rc_status_ = (expr);   \
-    if (!rc_status_.ok()) return rc_status_;  \
+#define RC_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::regcache::Status rc_status_ = (expr);  \
+    if (!rc_status_.ok()) return rc_status_; \
   } while (0)
 
 #define RC_CONCAT_INNER(a, b) a##b
 #define RC_CONCAT(a, b) RC_CONCAT_INNER(a, b)
 // Declares `lhs` from a Result-returning expression, or returns its Status.
-#define RC_ASSIGN_OR_RETURN(lhs, expr) RC_ASSIGN_OR_RETURN_IMPL(RC_CONCAT(rc_result_, __LINE__), lhs, expr)
+#define RC_ASSIGN_OR_RETURN(lhs, expr) \
+  RC_ASSIGN_OR_RETURN_IMPL(RC_CONCAT(rc_result_, __LINE__), lhs, expr)
 #define RC_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                             \
   if (!tmp.ok()) return tmp.status();            \

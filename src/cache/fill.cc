@@ -52,7 +52,8 @@ Result<size_t> Fill::ReadAt(char* buf, size_t max, uint64_t offset) {
   while (true) {
     ssize_t n = ::pread(fd_, buf, max, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return IoError(std::string("reading fill of ") + digest_.str() + ": " + std::strerror(errno));
+    if (n < 0)
+      return IoError(std::string("reading fill of ") + digest_.str() + ": " + std::strerror(errno));
     return static_cast<size_t>(n);
   }
 }

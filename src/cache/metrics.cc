@@ -33,12 +33,14 @@ std::string Metrics::Render() {
   out << "# HELP regcache_requests_total Client requests by kind and cache result.\n"
          "# TYPE regcache_requests_total counter\n";
   for (const auto& [key, v] : counters_) {
-    if (key.first == "regcache_requests_total") out << key.first << "{" << key.second << "} " << v << "\n";
+    if (key.first == "regcache_requests_total")
+      out << key.first << "{" << key.second << "} " << v << "\n";
   }
   out << "# HELP regcache_upstream_requests_total Requests sent upstream by method and status "
          "(0: no response).\n# TYPE regcache_upstream_requests_total counter\n";
   for (const auto& [key, v] : counters_) {
-    if (key.first == "regcache_upstream_requests_total") out << key.first << "{" << key.second << "} " << v << "\n";
+    if (key.first == "regcache_upstream_requests_total")
+      out << key.first << "{" << key.second << "} " << v << "\n";
   }
   out << "# HELP regcache_bytes_served_total Bytes of blobs and manifests sent to clients.\n"
          "# TYPE regcache_bytes_served_total counter\nregcache_bytes_served_total "
@@ -50,10 +52,13 @@ std::string Metrics::Render() {
          "# TYPE regcache_fills_in_flight gauge\nregcache_fills_in_flight "
       << fills_in_flight.load() << "\n";
   out << "# HELP regcache_fill_waiters Clients streaming from a fill that is still downloading.\n"
-         "# TYPE regcache_fill_waiters gauge\nregcache_fill_waiters " << fill_waiters.load() << "\n";
+         "# TYPE regcache_fill_waiters gauge\nregcache_fill_waiters "
+      << fill_waiters.load() << "\n";
   out << "# HELP regcache_connections Open client connections.\n"
-         "# TYPE regcache_connections gauge\nregcache_connections " << connections.load() << "\n";
-  out << "# HELP regcache_upstream_ratelimit_remaining Last ratelimit-remaining an upstream reported.\n"
+         "# TYPE regcache_connections gauge\nregcache_connections "
+      << connections.load() << "\n";
+  out << "# HELP regcache_upstream_ratelimit_remaining Last ratelimit-remaining an upstream "
+         "reported.\n"
          "# TYPE regcache_upstream_ratelimit_remaining gauge\n";
   for (const auto& [u, v] : ratelimit_) {
     out << "regcache_upstream_ratelimit_remaining{upstream=\"" << u << "\"} " << v << "\n";

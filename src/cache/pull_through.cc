@@ -78,12 +78,14 @@ Status PullThroughCache::StoreManifest(Upstream& up, const std::string& repo,
   auto parsed = oci::ParseManifest(m.bytes, m.info.media_type);
   if (!parsed.ok()) return parsed.status().WithContext("upstream manifest " + m.info.digest.str());
   // Served with the Content-Type it arrived with, when that names a manifest type.
-  *media_type = oci::IsManifestMediaType(m.info.media_type) ? m.info.media_type : parsed->media_type;
+  *media_type =
+      oci::IsManifestMediaType(m.info.media_type) ? m.info.media_type : parsed->media_type;
   RC_RETURN_IF_ERROR(blobs_.PutSmall(m.info.digest, m.bytes));
   RC_RETURN_IF_ERROR(meta_.PutManifestType(m.info.digest, *media_type));
   metrics_.bytes_fetched += m.bytes.size();
   const std::string& name = up.name();
-  RC_RETURN_IF_ERROR(meta_.Link(name, repo, m.info.digest, metadata::ContentKind::kManifest, m.bytes.size()));
+  RC_RETURN_IF_ERROR(
+      meta_.Link(name, repo, m.info.digest, metadata::ContentKind::kManifest, m.bytes.size()));
   // What this manifest references is, by construction, in this repository upstream.
   for (const auto& d : parsed->manifests) {
     RC_RETURN_IF_ERROR(meta_.Link(name, repo, d.digest, metadata::ContentKind::kManifest, d.size));
@@ -134,7 +136,8 @@ Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::
     RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(row->digest));
     return stored.has_value();
   };
-  auto serve_row = [&](const metadata::TagRecord& row, const char* result) -> Result<ManifestResponse> {
+  auto serve_row = [&](const metadata::TagRecord& row,
+                       const char* result) -> Result<ManifestResponse> {
     auto r = ServeStored(name, repo, row.digest, head);
     if (r.ok()) {
       r->result = result;
@@ -162,7 +165,9 @@ Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::
   auto serve_stale = [&](const Status& why) -> Result<ManifestResponse> {
     spdlog::warn("serving stale {}/{}:{} ({})", name, repo, reference, why.ToString());
     auto r = serve_row(*row2, "stale");
-    if (r.ok()) r->warning = "110 regcache \"Response is stale: upstream " + std::string(CodeName(why.code())) + "\"";
+    if (r.ok())
+      r->warning =
+          "110 regcache \"Response is stale: upstream " + std::string(CodeName(why.code())) + "\"";
     return r;
   };
 
@@ -182,7 +187,8 @@ Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::
     if (!fetched.ok()) return serve_stale(fetched.status());
     std::string media_type;
     RC_RETURN_IF_ERROR(StoreManifest(up, repo, *fetched, &media_type));
-    metadata::TagRecord rec{fetched->info.digest, media_type, fetched->bytes.size(), NowSeconds(), NowSeconds()};
+    metadata::TagRecord rec{fetched->info.digest, media_type, fetched->bytes.size(), NowSeconds(),
+                            NowSeconds()};
     RC_RETURN_IF_ERROR(meta_.PutTag(name, repo, reference, rec));
     return serve_row(rec, "miss");
   }
@@ -190,7 +196,8 @@ Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::
   RC_ASSIGN_OR_RETURN(auto fetched, client.GetManifest(repo, reference));
   std::string media_type;
   RC_RETURN_IF_ERROR(StoreManifest(up, repo, fetched, &media_type));
-  metadata::TagRecord rec{fetched.info.digest, media_type, fetched.bytes.size(), NowSeconds(), NowSeconds()};
+  metadata::TagRecord rec{fetched.info.digest, media_type, fetched.bytes.size(), NowSeconds(),
+                          NowSeconds()};
   RC_RETURN_IF_ERROR(meta_.PutTag(name, repo, reference, rec));
   return serve_row(rec, "miss");
 }
@@ -276,7 +283,8 @@ void PullThroughCache::RunFill(Upstream& up, std::string repo, std::shared_ptr<F
     writer->Abort();
   }
   if (!s.ok()) {
-    spdlog::warn("fill of {} from {}/{} failed: {}", desc.digest.str(), up.name(), repo, s.ToString());
+    spdlog::warn("fill of {} from {}/{} failed: {}", desc.digest.str(), up.name(), repo,
+                 s.ToString());
   }
   fill->Complete(s);
   {
@@ -315,7 +323,8 @@ Result<RawResponse> PullThroughCache::Referrers(Upstream& up, const std::string&
     // Referrers, once supported, are never a 404: no referrers is an empty index.
     r.status = 200;
     r.content_type = std::string(oci::kOciIndex);
-    r.body = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
+    r.body =
+        R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
     return r;
   }
   return PassThrough(std::move(resp));

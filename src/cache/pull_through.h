@@ -32,9 +32,9 @@ struct ManifestResponse {
 
 struct BlobResponse {
   uint64_t size = 0;
-  int fd = -1;                  // committed blob (caller closes), or
-  std::shared_ptr<Fill> fill;   // a fill in progress (or just finished)
-  std::string result;           // hit, miss, coalesced
+  int fd = -1;                 // committed blob (caller closes), or
+  std::shared_ptr<Fill> fill;  // a fill in progress (or just finished)
+  std::string result;          // hit, miss, coalesced
 };
 
 struct RawResponse {
@@ -69,8 +69,8 @@ class PullThroughCache {
  private:
   Result<ManifestResponse> ServeStored(const std::string& upstream_name, const std::string& repo,
                                        const oci::Digest& digest, bool head);
-  Status StoreManifest(Upstream& up, const std::string& repo,
-                       const upstream::FetchedManifest& m, std::string* media_type);
+  Status StoreManifest(Upstream& up, const std::string& repo, const upstream::FetchedManifest& m,
+                       std::string* media_type);
   std::shared_ptr<std::mutex> KeyLock(const std::string& key);
   void NoteAccess(const std::string& upstream, const std::string& repo, const std::string& tag);
   void RunFill(Upstream& up, std::string repo, std::shared_ptr<Fill> fill,

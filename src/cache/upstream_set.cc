@@ -67,7 +67,8 @@ Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamCon
   }
   if (set->upstreams_.empty()) return InvalidArgument("no upstream configured");
   set->default_ = default_name.empty() ? set->upstreams_.front().get() : set->Find(default_name);
-  if (!set->default_) return InvalidArgument("default upstream '" + default_name + "' is not configured");
+  if (!set->default_)
+    return InvalidArgument("default upstream '" + default_name + "' is not configured");
   return set;
 }
 

@@ -8,7 +8,8 @@ namespace {
 TEST(UpstreamSetTest, FindsByNameOrHostAndAppliesTtlRules) {
   auto configs = EmbeddedUpstreams();
   configs[0].tag_ttl = std::chrono::seconds(300);
-  configs[0].ttl_rules = {{"library/*", std::chrono::seconds(3600)}, {"*/nightly*", std::chrono::seconds(30)}};
+  configs[0].ttl_rules = {{"library/*", std::chrono::seconds(3600)},
+                          {"*/nightly*", std::chrono::seconds(30)}};
   auto set = UpstreamSet::Create(configs, "docker.io", nullptr);
   ASSERT_TRUE(set.ok()) << set.status().ToString();
   auto* hub = (*set)->Find("docker.io");

@@ -11,7 +11,8 @@ Status BlobPipe::Write(const char* data, size_t size) {
   std::unique_lock<std::mutex> lock(mu_);
   while (size > 0) {
     cv_.wait(lock, [&] { return cancelled_ || size_ < ring_.size(); });
-    if (cancelled_) return Status(Code::kAborted, "upload side stopped: " + cancel_status_.message());
+    if (cancelled_)
+      return Status(Code::kAborted, "upload side stopped: " + cancel_status_.message());
     size_t tail = (head_ + size_) % ring_.size();
     size_t n = std::min({size, ring_.size() - size_, ring_.size() - tail});
     std::memcpy(ring_.data() + tail, data, n);

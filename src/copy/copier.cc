@@ -166,8 +166,8 @@ Result<EnsureResult> Copier::Ensure(const oci::Reference& src, const oci::Refere
         }
       }
       if (kept.empty()) {
-        return NotFound(src.String() + " has none of the requested platforms; it has: " +
-                        PlatformList(children));
+        return NotFound(src.String() +
+                        " has none of the requested platforms; it has: " + PlatformList(children));
       }
       children = kept;
       if (children.size() == 1) {
@@ -227,9 +227,9 @@ Result<EnsureResult> Copier::Ensure(const oci::Reference& src, const oci::Refere
     auto now = dst_.HeadManifest(dst.repository, dst_ident);
     if (!now.ok() || !(now->digest == top_digest)) {
       if (tagged.code() == Code::kAlreadyExists && now.ok()) {
-        return Status(Code::kAlreadyExists,
-                      "destination tag " + dst.String() + " is immutable and points to " +
-                          now->digest.str() + ", not " + top_digest.str());
+        return Status(Code::kAlreadyExists, "destination tag " + dst.String() +
+                                                " is immutable and points to " + now->digest.str() +
+                                                ", not " + top_digest.str());
       }
       return tagged.WithContext("tagging " + dst.String());
     }

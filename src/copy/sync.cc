@@ -42,17 +42,21 @@ Result<std::vector<oci::Platform>> Platforms(const YAML::Node& node, const std::
 Result<SyncConfig> ParseNode(const YAML::Node& root) {
   SyncConfig c;
   if (!root.IsMap()) return InvalidArgument("sync file must be a YAML mapping");
-  RC_RETURN_IF_ERROR(CheckYamlKeys(root, {"parallel", "blob_parallel", "registries", "images",
-                                      "ratelimit", "defaults"}, "sync file"));
+  RC_RETURN_IF_ERROR(CheckYamlKeys(
+      root, {"parallel", "blob_parallel", "registries", "images", "ratelimit", "defaults"},
+      "sync file"));
   if (root["parallel"]) c.parallel = root["parallel"].as<int>();
   if (root["blob_parallel"]) c.blob_parallel = root["blob_parallel"].as<int>();
   if (c.parallel < 1 || c.parallel > 64) return InvalidArgument("parallel must be 1..64");
-  if (c.blob_parallel < 1 || c.blob_parallel > 64) return InvalidArgument("blob_parallel must be 1..64");
+  if (c.blob_parallel < 1 || c.blob_parallel > 64)
+    return InvalidArgument("blob_parallel must be 1..64");
 
   SyncImageSpec defaults;
   if (auto d = root["defaults"]) {
-    RC_RETURN_IF_ERROR(CheckYamlKeys(d, {"destination_prefix", "platforms", "check_upstream"}, "defaults"));
-    if (d["destination_prefix"]) defaults.destination_prefix = d["destination_prefix"].as<std::string>();
+    RC_RETURN_IF_ERROR(
+        CheckYamlKeys(d, {"destination_prefix", "platforms", "check_upstream"}, "defaults"));
+    if (d["destination_prefix"])
+      defaults.destination_prefix = d["destination_prefix"].as<std::string>();
     if (d["platforms"]) {
       RC_ASSIGN_OR_RETURN(defaults.platforms, Platforms(d["platforms"], "defaults.platforms"));
     }
@@ -60,15 +64,18 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
   }
 
   if (auto r = root["ratelimit"]) {
-    RC_RETURN_IF_ERROR(CheckYamlKeys(r, {"min_remaining", "action", "wait_interval", "max_wait"}, "ratelimit"));
+    RC_RETURN_IF_ERROR(
+        CheckYamlKeys(r, {"min_remaining", "action", "wait_interval", "max_wait"}, "ratelimit"));
     if (r["min_remaining"]) c.ratelimit.min_remaining = r["min_remaining"].as<int64_t>();
     if (r["action"]) {
       std::string a = r["action"].as<std::string>();
-      if (a != "wait" && a != "stop") return InvalidArgument("ratelimit.action must be 'wait' or 'stop'");
+      if (a != "wait" && a != "stop")
+        return InvalidArgument("ratelimit.action must be 'wait' or 'stop'");
       c.ratelimit.wait = a == "wait";
     }
     if (r["wait_interval"]) {
-      RC_ASSIGN_OR_RETURN(c.ratelimit.wait_interval, ParseDuration(r["wait_interval"].as<std::string>()));
+      RC_ASSIGN_OR_RETURN(c.ratelimit.wait_interval,
+                          ParseDuration(r["wait_interval"].as<std::string>()));
     }
     if (r["max_wait"]) {
       RC_ASSIGN_OR_RETURN(c.ratelimit.max_wait, ParseDuration(r["max_wait"].as<std::string>()));
@@ -81,7 +88,8 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
       std::string host = kv.first.as<std::string>();
       std::string where = "registries." + host;
       const YAML::Node& n = kv.second;
-      RC_RETURN_IF_ERROR(CheckYamlKeys(n, {"username", "password", "password_env", "insecure", "ca_file"}, where));
+      RC_RETURN_IF_ERROR(
+          CheckYamlKeys(n, {"username", "password", "password_env", "insecure", "ca_file"}, where));
       RegistrySettings s;
       RC_ASSIGN_OR_RETURN(s.credentials, CredentialsFromYaml(n, where));
       if (n["insecure"]) s.insecure = n["insecure"].as<bool>();
@@ -97,8 +105,10 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
   for (size_t i = 0; i < images.size(); ++i) {
     const YAML::Node& n = images[i];
     std::string where = "images[" + std::to_string(i) + "]";
-    RC_RETURN_IF_ERROR(CheckYamlKeys(n, {"source", "tags", "tag_regex", "destination",
-                                     "destination_prefix", "platforms", "check_upstream"}, where));
+    RC_RETURN_IF_ERROR(CheckYamlKeys(n,
+                                     {"source", "tags", "tag_regex", "destination",
+                                      "destination_prefix", "platforms", "check_upstream"},
+                                     where));
     SyncImageSpec spec = defaults;
     if (!n["source"]) return InvalidArgument(where + ": missing 'source'");
     spec.source = n["source"].as<std::string>();
@@ -125,7 +135,8 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
       return InvalidArgument(where + ": source has a tag or digest; do not also give tags");
     }
     if (n["destination"]) spec.destination = n["destination"].as<std::string>();
-    if (n["destination_prefix"]) spec.destination_prefix = n["destination_prefix"].as<std::string>();
+    if (n["destination_prefix"])
+      spec.destination_prefix = n["destination_prefix"].as<std::string>();
     if (spec.destination.empty() && spec.destination_prefix.empty()) {
       return InvalidArgument(where + ": needs 'destination' or 'destination_prefix'");
     }
@@ -174,8 +185,10 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
     } else if (!spec.tag_regex.empty()) {
       auto tags = clients_.Get(src.registry, Role::kSource).ListTags(src.repository);
       if (!tags.ok()) {
-        failures.push_back({src.Name() + " (tag_regex)", spec.destination + spec.destination_prefix,
-                            tags.status().WithContext("listing tags"), {}});
+        failures.push_back({src.Name() + " (tag_regex)",
+                            spec.destination + spec.destination_prefix,
+                            tags.status().WithContext("listing tags"),
+                            {}});
         continue;
       }
       std::regex re(spec.tag_regex);
@@ -183,8 +196,10 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
         if (std::regex_match(t, re)) idents.push_back(t);
       }
       if (idents.empty()) {
-        failures.push_back({src.Name() + " (tag_regex " + spec.tag_regex + ")", "",
-                            NotFound("no tag of " + src.Name() + " matches " + spec.tag_regex), {}});
+        failures.push_back({src.Name() + " (tag_regex " + spec.tag_regex + ")",
+                            "",
+                            NotFound("no tag of " + src.Name() + " matches " + spec.tag_regex),
+                            {}});
         continue;
       }
     } else {
@@ -204,8 +219,10 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
       if (!spec.destination.empty()) {
         auto d = oci::ParseReference(spec.destination, false).value();
         if ((!d.tag.empty() || d.digest) && idents.size() > 1) {
-          failures.push_back({item.source.String(), spec.destination,
-                              InvalidArgument("destination has a tag but the source has several"), {}});
+          failures.push_back({item.source.String(),
+                              spec.destination,
+                              InvalidArgument("destination has a tag but the source has several"),
+                              {}});
           continue;
         }
         dest_text = spec.destination;
@@ -220,8 +237,10 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
       }
       item.destination = *dst;
       if (item.destination.tag.empty() && !item.destination.digest) {
-        failures.push_back({item.source.String(), dest_text,
-                            InvalidArgument("a source by digest needs a destination tag"), {}});
+        failures.push_back({item.source.String(),
+                            dest_text,
+                            InvalidArgument("a source by digest needs a destination tag"),
+                            {}});
         continue;
       }
       items.push_back(item);

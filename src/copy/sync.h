@@ -51,7 +51,7 @@ struct SyncItem {
 };
 
 struct SyncOutcome {
-  std::string source;       // as shown in the summary
+  std::string source;  // as shown in the summary
   std::string destination;
   Status status;
   EnsureResult result;

@@ -1,7 +1,8 @@
 #include "copy/sync.h"
-#include "copy/yaml_config.h"
 
 #include <gtest/gtest.h>
+
+#include "copy/yaml_config.h"
 
 namespace regcache::copy {
 namespace {
@@ -58,7 +59,9 @@ TEST(SyncConfigTest, RejectsBadInputNamingTheField) {
       {"images: [{source: ruby, tags: ['-x'], destination: x.io/r}]", "invalid tag"},
       {"ratelimit: {action: panic}\nimages: [{source: ruby, destination: x.io/r}]", "action"},
       {"ratelimit: {max_wait: soon}\nimages: [{source: ruby, destination: x.io/r}]", "duration"},
-      {"registries: {x.io: {password_env: NOPE_NOT_SET_123, username: u}}\nimages: [{source: ruby, destination: x.io/r}]", "NOPE_NOT_SET_123"},
+      {"registries: {x.io: {password_env: NOPE_NOT_SET_123, username: u}}\nimages: [{source: ruby, "
+       "destination: x.io/r}]",
+       "NOPE_NOT_SET_123"},
       {"images: [{source: ruby, destination: x.io/r}", "sync file"},
       {"parallel: 0\nimages: [{source: ruby, destination: x.io/r}]", "parallel"},
   };

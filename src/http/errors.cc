@@ -8,29 +8,44 @@ ErrorSpec ErrorFor(Code code, Endpoint endpoint) {
   switch (code) {
     case Code::kNotFound:
       switch (endpoint) {
-        case Endpoint::kManifest: return {404, "MANIFEST_UNKNOWN"};
-        case Endpoint::kBlob: return {404, "BLOB_UNKNOWN"};
-        default: return {404, "NAME_UNKNOWN"};
+        case Endpoint::kManifest:
+          return {404, "MANIFEST_UNKNOWN"};
+        case Endpoint::kBlob:
+          return {404, "BLOB_UNKNOWN"};
+        default:
+          return {404, "NAME_UNKNOWN"};
       }
     case Code::kInvalidArgument:
       switch (endpoint) {
-        case Endpoint::kBlob: return {400, "DIGEST_INVALID"};
-        case Endpoint::kManifest: return {400, "MANIFEST_INVALID"};
-        default: return {400, "NAME_INVALID"};
+        case Endpoint::kBlob:
+          return {400, "DIGEST_INVALID"};
+        case Endpoint::kManifest:
+          return {400, "MANIFEST_INVALID"};
+        default:
+          return {400, "NAME_INVALID"};
       }
-    case Code::kRateLimited: return {429, "TOOMANYREQUESTS"};
-    case Code::kUnauthenticated: return {403, "DENIED"};  // upstream refused our credentials
-    case Code::kDenied: return {403, "DENIED"};
-    case Code::kUnavailable: return {503, "UNAVAILABLE"};
-    case Code::kIntegrity: return {502, "UNAVAILABLE"};  // upstream sent content that failed its digest
-    case Code::kUnsupported: return {502, "UNSUPPORTED"};  // e.g. upstream holds a schema1 manifest
-    case Code::kAlreadyExists: return {409, "DENIED"};
-    default: return {500, "UNKNOWN"};
+    case Code::kRateLimited:
+      return {429, "TOOMANYREQUESTS"};
+    case Code::kUnauthenticated:
+      return {403, "DENIED"};  // upstream refused our credentials
+    case Code::kDenied:
+      return {403, "DENIED"};
+    case Code::kUnavailable:
+      return {503, "UNAVAILABLE"};
+    case Code::kIntegrity:
+      return {502, "UNAVAILABLE"};  // upstream sent content that failed its digest
+    case Code::kUnsupported:
+      return {502, "UNSUPPORTED"};  // e.g. upstream holds a schema1 manifest
+    case Code::kAlreadyExists:
+      return {409, "DENIED"};
+    default:
+      return {500, "UNKNOWN"};
   }
 }
 
 std::string ErrorBody(const char* code, const std::string& message) {
-  nlohmann::json j = {{"errors", {{{"code", code}, {"message", message}, {"detail", nlohmann::json::object()}}}}};
+  nlohmann::json j = {
+      {"errors", {{{"code", code}, {"message", message}, {"detail", nlohmann::json::object()}}}}};
   return j.dump();
 }
 

@@ -20,7 +20,8 @@ TEST(RangeTest, Forms) {
   EXPECT_EQ(r.length, 10u);
   EXPECT_EQ(ParseRange("", 1000).kind, ByteRange::kFull);
   EXPECT_EQ(ParseRange("bytes=0-1,5-6", 1000).kind, ByteRange::kFull);
-  for (const char* bad : {"bytes=1000-", "bytes=5-4", "bytes=a-b", "items=0-1", "bytes=-0", "bytes=", "bytes=-"}) {
+  for (const char* bad :
+       {"bytes=1000-", "bytes=5-4", "bytes=a-b", "items=0-1", "bytes=-0", "bytes=", "bytes=-"}) {
     EXPECT_EQ(ParseRange(bad, 1000).kind, ByteRange::kUnsatisfiable) << bad;
   }
 }
@@ -78,8 +79,9 @@ TEST(RouteTest, EndpointsAndThreeRoutingForms) {
 
 TEST(RouteTest, RejectsTraversalEncodingAndBadReferences) {
   Endpoint ep;
-  for (const char* bad : {"/v2/../etc/manifests/x", "/v2/a/../b/manifests/x", "/v2/a%2fb/manifests/x",
-                          "/v2/a//b/manifests/x", "/v2/a/%2e%2e/blobs/sha256:aa"}) {
+  for (const char* bad :
+       {"/v2/../etc/manifests/x", "/v2/a/../b/manifests/x", "/v2/a%2fb/manifests/x",
+        "/v2/a//b/manifests/x", "/v2/a/%2e%2e/blobs/sha256:aa"}) {
     auto r = ParseTarget(bad, &ep);
     EXPECT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << bad;
@@ -94,7 +96,8 @@ TEST(RouteTest, RejectsTraversalEncodingAndBadReferences) {
   EXPECT_EQ(ParseTarget("/v2/x/unknown", &ep).status().code(), Code::kNotFound);
   auto route = ParseTarget("/v2/UPPER/case/manifests/x", &ep);
   ASSERT_TRUE(route.ok());
-  EXPECT_EQ(ChooseUpstream(*route, Find, "docker.io", IsHub).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(ChooseUpstream(*route, Find, "docker.io", IsHub).status().code(),
+            Code::kInvalidArgument);
 }
 
 TEST(ErrorsTest, TableAndBody) {

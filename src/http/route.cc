@@ -106,10 +106,10 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
   return r;
 }
 
-Result<UpstreamChoice> ChooseUpstream(const Route& route,
-                                      const std::function<std::string(const std::string&)>& find,
-                                      const std::string& default_upstream,
-                                      const std::function<bool(const std::string&)>& is_docker_hub) {
+Result<UpstreamChoice> ChooseUpstream(
+    const Route& route, const std::function<std::string(const std::string&)>& find,
+    const std::string& default_upstream,
+    const std::function<bool(const std::string&)>& is_docker_hub) {
   UpstreamChoice c;
   std::string name = route.name;
   auto ns = route.query.find("ns");

@@ -48,13 +48,14 @@ struct Reply {
 struct Outcome {
   unsigned status = 0;
   uint64_t bytes = 0;
-  std::string cache;     // hit, miss, stale, …
+  std::string cache;  // hit, miss, stale, …
   std::string upstream;
 };
 
 bool AcceptsMediaType(const bhttp::request<bhttp::empty_body>& req, const std::string& media_type) {
   bool any_accept = false;
-  for (auto it = req.find(bhttp::field::accept); it != req.end() && it->name() == bhttp::field::accept; ++it) {
+  for (auto it = req.find(bhttp::field::accept);
+       it != req.end() && it->name() == bhttp::field::accept; ++it) {
     any_accept = true;
     for (const auto& part : Split(std::string(it->value()), ',')) {
       std::string t(Trim(part.substr(0, part.find(';'))));
@@ -225,7 +226,9 @@ class ServerImpl : public Server {
       state->busy = false;
       if (options_.access_log) {
         auto ms = std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::steady_clock::now() - start).count() / 1000.0;
+                      std::chrono::steady_clock::now() - start)
+                      .count() /
+                  1000.0;
         const auto& req = parser.get();
         spdlog::info("access method={} path={} status={} bytes={} ms={:.1f} cache={} upstream={}",
                      std::string(req.method_string()), std::string(req.target()), outcome.status,
@@ -306,7 +309,8 @@ class ServerImpl : public Server {
     auto route = ParseTarget(std::string(req.target()), &ep);
     if (!route.ok()) co_return co_await send(Error(route.status(), ep));
 
-    if (route->kind == RouteKind::kHealth) co_return co_await send(MakeReply(200, "text/plain", "ok\n"));
+    if (route->kind == RouteKind::kHealth)
+      co_return co_await send(MakeReply(200, "text/plain", "ok\n"));
     if (route->kind == RouteKind::kMetrics) {
       for (auto* u : upstreams_.All()) {
         auto rl = u->client().rate_limit();
@@ -315,13 +319,15 @@ class ServerImpl : public Server {
       co_return co_await send(MakeReply(200, "text/plain; version=0.0.4", metrics_.Render()));
     }
     if (!read_method || route->kind == RouteKind::kUpload) {
-      Reply r = Error(Status(Code::kUnsupported, "this registry is a read-only pull-through cache"), Endpoint::kOther);
+      Reply r = Error(Status(Code::kUnsupported, "this registry is a read-only pull-through cache"),
+                      Endpoint::kOther);
       r.status = 405;
       r.body = ErrorBody("UNSUPPORTED", "this registry is a read-only pull-through cache");
       r.headers.push_back({"Allow", "GET, HEAD"});
       co_return co_await send(r);
     }
-    if (route->kind == RouteKind::kBase) co_return co_await send(MakeReply(200, "application/json", "{}"));
+    if (route->kind == RouteKind::kBase)
+      co_return co_await send(MakeReply(200, "application/json", "{}"));
 
     auto choice = ChooseUpstream(
         *route,
@@ -344,7 +350,9 @@ class ServerImpl : public Server {
     switch (route->kind) {
       case RouteKind::kManifest: {
         std::string ref = route->reference;
-        auto work = [this, up, &repo, &ref, head] { return cache_.GetManifest(*up, repo, ref, head); };
+        auto work = [this, up, &repo, &ref, head] {
+          return cache_.GetManifest(*up, repo, ref, head);
+        };
         auto m = std::move(*co_await Offload(work));
         if (!m.ok()) {
           metrics_.Request("manifest", "error");
@@ -355,8 +363,9 @@ class ServerImpl : public Server {
         metrics_.Request("manifest", m->result);
         out.cache = m->result;
         if (!AcceptsMediaType(req, m->media_type)) {
-          co_return co_await send(Error(NotFound("manifest is " + m->media_type + ", which the client does not accept"),
-                                        Endpoint::kManifest));
+          co_return co_await send(
+              Error(NotFound("manifest is " + m->media_type + ", which the client does not accept"),
+                    Endpoint::kManifest));
         }
         Reply r;
         r.headers = common;
@@ -370,7 +379,8 @@ class ServerImpl : public Server {
         co_return co_await send(std::move(r));
       }
       case RouteKind::kBlob:
-        co_return co_await ServeBlob(stream, req, *up, repo, route->reference, common, keep_alive, head, out);
+        co_return co_await ServeBlob(stream, req, *up, repo, route->reference, common, keep_alive,
+                                     head, out);
       case RouteKind::kTags: {
         std::string query = route->raw_query.empty() ? "" : "?" + route->raw_query;
         auto work = [this, up, &repo, &query] { return cache_.Tags(*up, repo, query); };
@@ -379,14 +389,15 @@ class ServerImpl : public Server {
         Reply r;
         r.status = static_cast<unsigned>(t->status);
         r.headers = common;
-        r.headers.push_back({"Content-Type", t->content_type.empty() ? "application/json" : t->content_type});
+        r.headers.push_back(
+            {"Content-Type", t->content_type.empty() ? "application/json" : t->content_type});
         if (!t->link.empty()) {
           // Point the next page at this server's path for the repository, as the client named it.
           size_t q = t->link.find('?'), gt = t->link.find('>');
           if (q != std::string::npos && gt != std::string::npos && q < gt) {
             std::string ns = choice->ns.empty() ? "" : "&ns=" + UrlEncode(choice->ns);
-            r.headers.push_back({"Link", "</v2/" + route->name + "/tags/list" + t->link.substr(q, gt - q) +
-                                             ns + t->link.substr(gt)});
+            r.headers.push_back({"Link", "</v2/" + route->name + "/tags/list" +
+                                             t->link.substr(q, gt - q) + ns + t->link.substr(gt)});
           }
         }
         r.body = std::move(t->body);
@@ -401,7 +412,8 @@ class ServerImpl : public Server {
         Reply r;
         r.status = static_cast<unsigned>(t->status);
         r.headers = common;
-        r.headers.push_back({"Content-Type", t->content_type.empty() ? std::string(oci::kOciIndex) : t->content_type});
+        r.headers.push_back({"Content-Type", t->content_type.empty() ? std::string(oci::kOciIndex)
+                                                                     : t->content_type});
         r.body = std::move(t->body);
         co_return co_await send(std::move(r));
       }
@@ -414,7 +426,9 @@ class ServerImpl : public Server {
                             cache::Upstream& up, const std::string& repo, const std::string& ref,
                             const Headers& common, bool keep_alive, bool head, Outcome& out) {
     auto digest = oci::Digest::Parse(ref).value();
-    auto work = [this, &up, &repo, &digest, head] { return cache_.OpenBlob(up, repo, digest, head); };
+    auto work = [this, &up, &repo, &digest, head] {
+      return cache_.OpenBlob(up, repo, digest, head);
+    };
     auto b = std::move(*co_await Offload(work));
     if (!b.ok()) {
       metrics_.Request("blob", "error");
@@ -454,8 +468,8 @@ class ServerImpl : public Server {
     if (range.kind == ByteRange::kPartial) {
       res.result(bhttp::status::partial_content);
       res.set(bhttp::field::content_range, "bytes " + std::to_string(range.start) + "-" +
-                                               std::to_string(range.start + range.length - 1) + "/" +
-                                               std::to_string(b->size));
+                                               std::to_string(range.start + range.length - 1) +
+                                               "/" + std::to_string(b->size));
     } else {
       res.result(bhttp::status::ok);
     }
@@ -479,7 +493,8 @@ class ServerImpl : public Server {
   // Waits until the socket can take more bytes, or gives up after the idle timeout.
   awaitable<bool> WaitWritable(beast::tcp_stream& stream) {
     asio::steady_timer timer(stream.get_executor(), options_.idle_timeout);
-    auto r = co_await (stream.socket().async_wait(tcp::socket::wait_write, kTuple) || timer.async_wait(kTuple));
+    auto r = co_await (stream.socket().async_wait(tcp::socket::wait_write, kTuple) ||
+                       timer.async_wait(kTuple));
     co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
   }
 
@@ -490,7 +505,8 @@ class ServerImpl : public Server {
     off_t off = static_cast<off_t>(offset);
     uint64_t left = length;
     while (left > 0) {
-      ssize_t n = ::sendfile(sock.native_handle(), fd, &off, static_cast<size_t>(std::min<uint64_t>(left, 4u << 20)));
+      ssize_t n = ::sendfile(sock.native_handle(), fd, &off,
+                             static_cast<size_t>(std::min<uint64_t>(left, 4u << 20)));
       if (n > 0) {
         left -= static_cast<uint64_t>(n);
         out.bytes += static_cast<uint64_t>(n);
@@ -525,7 +541,8 @@ class ServerImpl : public Server {
         continue;
       }
       auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(5));
-      fill.WaitForChange(state.readable, [timer, ex] { asio::post(ex, [timer] { timer->cancel(); }); });
+      fill.WaitForChange(state.readable,
+                         [timer, ex] { asio::post(ex, [timer] { timer->cancel(); }); });
       co_await timer->async_wait(kTuple);
     }
     co_return Status::Ok();
@@ -559,7 +576,8 @@ void RaiseFileLimit() {
 }  // namespace
 
 Result<std::unique_ptr<Server>> CreateServer(ServerOptions options, cache::PullThroughCache& cache,
-                                             cache::UpstreamSet& upstreams, cache::Metrics& metrics) {
+                                             cache::UpstreamSet& upstreams,
+                                             cache::Metrics& metrics) {
   RaiseFileLimit();
   auto server = std::make_unique<ServerImpl>(std::move(options), cache, upstreams, metrics);
   RC_RETURN_IF_ERROR(server->Bind());

@@ -39,6 +39,7 @@ class Server {
 
 // Binds the listening socket. kInvalidArgument for a bad address, kIoError if it cannot bind.
 Result<std::unique_ptr<Server>> CreateServer(ServerOptions options, cache::PullThroughCache& cache,
-                                             cache::UpstreamSet& upstreams, cache::Metrics& metrics);
+                                             cache::UpstreamSet& upstreams,
+                                             cache::Metrics& metrics);
 
 }  // namespace regcache::http

@@ -45,8 +45,9 @@ class SqliteMetadataStore : public MetadataStore {
   Result<std::optional<TagRecord>> GetTag(const std::string& upstream, const std::string& repo,
                                           const std::string& tag) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "SELECT digest, media_type, size, fetched_at, checked_at FROM tags "
-                "WHERE upstream=? AND repo=? AND tag=?");
+    Stmt s(db_,
+           "SELECT digest, media_type, size, fetched_at, checked_at FROM tags "
+           "WHERE upstream=? AND repo=? AND tag=?");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, tag);
     int rc = s.Step();
     if (rc == SQLITE_DONE) return std::optional<TagRecord>();
@@ -75,7 +76,8 @@ class SqliteMetadataStore : public MetadataStore {
   Status TouchTagChecked(const std::string& upstream, const std::string& repo,
                          const std::string& tag, int64_t now) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "UPDATE tags SET checked_at=?, accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
+    Stmt s(db_,
+           "UPDATE tags SET checked_at=?, accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
     s.Bind(1, now).Bind(2, now).Bind(3, upstream).Bind(4, repo).Bind(5, tag);
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("updating tag");
   }
@@ -119,8 +121,9 @@ class SqliteMetadataStore : public MetadataStore {
   Status Link(const std::string& upstream, const std::string& repo, const oci::Digest& d,
               ContentKind kind, uint64_t size) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "INSERT INTO repo_content VALUES (?,?,?,?,?) ON CONFLICT(upstream, repo, digest) "
-                "DO UPDATE SET size=MAX(size, excluded.size)");
+    Stmt s(db_,
+           "INSERT INTO repo_content VALUES (?,?,?,?,?) ON CONFLICT(upstream, repo, digest) "
+           "DO UPDATE SET size=MAX(size, excluded.size)");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, d.str()).Bind(4, static_cast<int64_t>(kind));
     s.Bind(5, static_cast<int64_t>(size));
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("linking content");

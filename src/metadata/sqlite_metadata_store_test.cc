@@ -38,7 +38,8 @@ TEST(SqliteMetadataStoreTest, TagsLinksAndTypesSurviveReopen) {
   EXPECT_EQ(m->Linked("docker.io", "library/ruby", d2).value(), std::optional<uint64_t>(42));
   EXPECT_FALSE(m->Linked("docker.io", "library/other", d2)->has_value());
   EXPECT_FALSE(m->Linked("ghcr.io", "library/ruby", d2)->has_value());
-  EXPECT_EQ(m->GetManifestType(d1).value(), std::optional<std::string>("application/vnd.oci.image.index.v1+json"));
+  EXPECT_EQ(m->GetManifestType(d1).value(),
+            std::optional<std::string>("application/vnd.oci.image.index.v1+json"));
   std::filesystem::remove_all(dir);
 }
 

@@ -8,9 +8,10 @@ namespace {
 TEST(DigestTest, KnownVectors) {
   EXPECT_EQ(Digest::Of("").str(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(Digest::Of("abc", DigestAlgorithm::kSha512).str(),
-            "sha512:ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a8"
-            "36ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
+  EXPECT_EQ(
+      Digest::Of("abc", DigestAlgorithm::kSha512).str(),
+      "sha512:ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a8"
+      "36ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
 }
 
 TEST(DigestTest, StreamingEqualsOneShot) {

@@ -104,7 +104,8 @@ Result<Platform> ParsePlatform(std::string_view text) {
   auto parts = Split(text, '/');
   if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty() ||
       (parts.size() == 3 && parts[2].empty())) {
-    return InvalidArgument("platform '" + std::string(text) + "' is not of the form os/arch[/variant]");
+    return InvalidArgument("platform '" + std::string(text) +
+                           "' is not of the form os/arch[/variant]");
   }
   Platform p;
   p.os = parts[0];

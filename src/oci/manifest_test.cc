@@ -13,12 +13,14 @@ std::string ImageManifest(const std::string& media_type_field) {
   return R"({"schemaVersion":2,)" + media_type_field +
          R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" + kD1 +
          R"(","size":7},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":")" +
-         kD2 + R"(","size":1024},{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":")" +
+         kD2 +
+         R"(","size":1024},{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":")" +
          kD3 + R"(","size":5,"urls":["https://example.invalid/x"]}]})";
 }
 
 TEST(ManifestTest, ParsesOciImageManifest) {
-  auto m = ParseManifest(ImageManifest(R"("mediaType":"application/vnd.oci.image.manifest.v1+json",)"), "");
+  auto m = ParseManifest(
+      ImageManifest(R"("mediaType":"application/vnd.oci.image.manifest.v1+json",)"), "");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_FALSE(m->is_index);
   EXPECT_EQ(m->media_type, kOciManifest);
@@ -31,7 +33,8 @@ TEST(ManifestTest, ParsesOciImageManifest) {
 }
 
 TEST(ManifestTest, MediaTypeFromContentTypeOrInferred) {
-  auto from_ct = ParseManifest(ImageManifest(""), std::string(kDockerManifestV2) + "; charset=utf-8");
+  auto from_ct =
+      ParseManifest(ImageManifest(""), std::string(kDockerManifestV2) + "; charset=utf-8");
   ASSERT_TRUE(from_ct.ok());
   EXPECT_EQ(from_ct->media_type, kDockerManifestV2);
   auto inferred = ParseManifest(ImageManifest(""), "application/octet-stream");
@@ -40,16 +43,20 @@ TEST(ManifestTest, MediaTypeFromContentTypeOrInferred) {
 }
 
 TEST(ManifestTest, ParsesIndexWithPlatformsAndArtifacts) {
-  std::string index = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+  std::string index =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
     "manifests":[
-      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" + kD1 +
+      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      kD1 +
       R"(","size":100,"platform":{"os":"linux","architecture":"amd64"}},
-      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" + kD2 +
+      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      kD2 +
       R"(","size":100,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
-      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" + kD3 +
+      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      kD3 +
       R"(","size":100,"artifactType":"application/vnd.example.sbom"}],
-    "subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" + kD1 +
-      R"(","size":100}})";
+    "subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      kD1 + R"(","size":100}})";
   auto m = ParseManifest(index, std::string(kOciIndex));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_TRUE(m->is_index);
@@ -86,8 +93,10 @@ TEST(ManifestTest, RejectsMalformed) {
       R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":{}})",
       R"({"schemaVersion":2,"mediaType":"text/plain","config":{}})",
       R"({"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1},"layers":[]})",
-      R"({"schemaVersion":2,"config":{"mediaType":"x","digest":")" + kD1 + R"(","size":-1},"layers":[]})",
-      R"({"schemaVersion":2,"config":{"mediaType":"x","digest":")" + kD1 + R"(","size":"1"},"layers":[]})",
+      R"({"schemaVersion":2,"config":{"mediaType":"x","digest":")" + kD1 +
+          R"(","size":-1},"layers":[]})",
+      R"({"schemaVersion":2,"config":{"mediaType":"x","digest":")" + kD1 +
+          R"(","size":"1"},"layers":[]})",
       R"({"schemaVersion":2,"config":{"digest":")" + kD1 + R"(","size":1},"layers":[]})",
       R"({"schemaVersion":2,"manifests":[{"mediaType":"x","digest":")" + kD1 +
           R"(","size":1,"platform":{"os":1}}]})",
@@ -98,9 +107,10 @@ TEST(ManifestTest, RejectsMalformed) {
     EXPECT_EQ(m.status().code(), Code::kInvalidArgument) << b;
   }
   // mediaType field must agree with a manifest Content-Type.
-  EXPECT_FALSE(ParseManifest(ImageManifest(R"("mediaType":"application/vnd.oci.image.manifest.v1+json",)"),
-                             kDockerManifestV2)
-                   .ok());
+  EXPECT_FALSE(
+      ParseManifest(ImageManifest(R"("mediaType":"application/vnd.oci.image.manifest.v1+json",)"),
+                    kDockerManifestV2)
+          .ok());
   EXPECT_FALSE(ParseManifest(std::string(kMaxManifestBytes + 1, ' '), "").ok());
 }
 
@@ -109,7 +119,8 @@ TEST(PlatformTest, ParseAndMatch) {
   ASSERT_TRUE(p.ok());
   Platform have{"linux", "arm64", "v8", ""};
   EXPECT_TRUE(have.Matches(*p));
-  EXPECT_TRUE((Platform{"linux", "arm64", "", ""}).Matches(ParsePlatform("linux/arm64/v8").value()));
+  EXPECT_TRUE(
+      (Platform{"linux", "arm64", "", ""}).Matches(ParsePlatform("linux/arm64/v8").value()));
   EXPECT_FALSE((Platform{"linux", "arm", "v6", ""}).Matches(ParsePlatform("linux/arm/v7").value()));
   EXPECT_FALSE(ParsePlatform("linux").ok());
   EXPECT_FALSE(ParsePlatform("linux//v7").ok());

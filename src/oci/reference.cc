@@ -130,7 +130,8 @@ Result<Reference> ParseReference(std::string_view text, bool default_tag) {
   if (text.empty()) return InvalidArgument("empty image reference");
   for (char c : text) {
     if (std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c)))
-      return InvalidArgument("image reference " + quoted + " contains whitespace or control characters");
+      return InvalidArgument("image reference " + quoted +
+                             " contains whitespace or control characters");
   }
   if (IsIdentifier64Hex(text)) {
     return InvalidArgument("image reference " + quoted +
@@ -183,7 +184,8 @@ Result<Reference> ParseReference(std::string_view text, bool default_tag) {
       return InvalidArgument("image reference " + quoted + ": invalid registry '" +
                              std::string(domain) + "'");
     }
-    ref.registry = IsDockerHubAlias(ToLower(domain)) ? std::string(kDockerHub) : std::string(domain);
+    ref.registry =
+        IsDockerHubAlias(ToLower(domain)) ? std::string(kDockerHub) : std::string(domain);
   }
   if (remainder.empty()) {
     return InvalidArgument("image reference " + quoted + ": missing repository name");
@@ -197,9 +199,9 @@ Result<Reference> ParseReference(std::string_view text, bool default_tag) {
     ref.repository = "library/" + ref.repository;
   }
   if (!IsValidRepository(ref.repository)) {
-    return InvalidArgument("image reference " + quoted + ": invalid repository name '" +
-                           std::string(remainder) +
-                           "' (components of [a-z0-9] separated by '.', '_', '__' or '-', joined by '/')");
+    return InvalidArgument(
+        "image reference " + quoted + ": invalid repository name '" + std::string(remainder) +
+        "' (components of [a-z0-9] separated by '.', '_', '__' or '-', joined by '/')");
   }
   if (ref.Name().size() > kMaxNameLength) {
     return InvalidArgument("image reference " + quoted + ": name is longer than 255 characters");

@@ -13,9 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Status Errno(const std::string& what) {
-  return IoError(what + ": " + std::strerror(errno));
-}
+Status Errno(const std::string& what) { return IoError(what + ": " + std::strerror(errno)); }
 
 class FsBlobWriter : public BlobWriter {
  public:

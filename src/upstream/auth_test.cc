@@ -23,7 +23,8 @@ TEST(WwwAuthenticateTest, BasicAndMultipleChallengesAndEscapes) {
   EXPECT_EQ(basic[0].scheme, "basic");
   EXPECT_EQ(basic[0].Param("realm"), "Registry Realm");
 
-  auto two = ParseWwwAuthenticate(R"(Basic realm="a, b", Bearer realm="https://t/x",error="insufficient_scope")");
+  auto two = ParseWwwAuthenticate(
+      R"(Basic realm="a, b", Bearer realm="https://t/x",error="insufficient_scope")");
   ASSERT_EQ(two.size(), 2u);
   EXPECT_EQ(two[0].Param("realm"), "a, b");
   EXPECT_EQ(two[1].scheme, "bearer");
@@ -36,8 +37,8 @@ TEST(WwwAuthenticateTest, BasicAndMultipleChallengesAndEscapes) {
 }
 
 TEST(WwwAuthenticateTest, MalformedInputDoesNotCrash) {
-  for (const char* h : {"", "=", "Bearer", "Bearer realm=\"unterminated", ",,,", "Bearer =x",
-                        "Bearer realm"}) {
+  for (const char* h :
+       {"", "=", "Bearer", "Bearer realm=\"unterminated", ",,,", "Bearer =x", "Bearer realm"}) {
     auto cs = ParseWwwAuthenticate(h);
     for (const auto& c : cs) EXPECT_FALSE(c.scheme.empty());
   }

@@ -149,8 +149,8 @@ Result<Credentials> CredentialResolver::ResolveUncached(const std::string& regis
       }
     }
   }
-  if (auto store = doc.find("credsStore"); store != doc.end() && store->is_string() &&
-                                           !store->get<std::string>().empty()) {
+  if (auto store = doc.find("credsStore");
+      store != doc.end() && store->is_string() && !store->get<std::string>().empty()) {
     return RunCredentialHelper(store->get<std::string>(), server);
   }
   if (auto auths = doc.find("auths"); auths != doc.end() && auths->is_object()) {

@@ -7,10 +7,10 @@
 // docker-credential-ecr-login serves ECR, and so on.
 #pragma once
 
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <map>
 
 #include "base/status.h"
 #include "upstream/auth.h"

@@ -41,7 +41,8 @@ class CredentialsTest : public ::testing::Test {
 
 TEST_F(CredentialsTest, AuthsEntryByAnyKeySpelling) {
   WriteConfig(R"({"auths":{
-      "https://index.docker.io/v1/":{"auth":")" + Base64Encode("hubuser:hubpass") + R"("},
+      "https://index.docker.io/v1/":{"auth":")" +
+              Base64Encode("hubuser:hubpass") + R"("},
       "http://localhost:5000/v2/":{"username":"u","password":"p"}}})");
   CredentialResolver r(dir_);
   auto hub = r.Resolve("docker.io");
@@ -57,13 +58,16 @@ TEST_F(CredentialsTest, AuthsEntryByAnyKeySpelling) {
 }
 
 TEST_F(CredentialsTest, HelpersInDockerOrder) {
-  WriteHelper("ecr-login",
-              "read url; echo \"$url\" > " + dir_ + "/asked; "
-              "echo '{\"ServerURL\":\"'$url'\",\"Username\":\"AWS\",\"Secret\":\"ecrpass\"}'\n");
+  WriteHelper(
+      "ecr-login",
+      "read url; echo \"$url\" > " + dir_ +
+          "/asked; "
+          "echo '{\"ServerURL\":\"'$url'\",\"Username\":\"AWS\",\"Secret\":\"ecrpass\"}'\n");
   WriteHelper("store", "read url; echo '{\"Username\":\"<token>\",\"Secret\":\"refresh\"}'\n");
   WriteConfig(R"({"credsStore":"store",
       "credHelpers":{"123.dkr.ecr.us-east-1.amazonaws.com":"ecr-login"},
-      "auths":{"123.dkr.ecr.us-east-1.amazonaws.com":{"auth":")" + Base64Encode("x:y") + R"("}}})");
+      "auths":{"123.dkr.ecr.us-east-1.amazonaws.com":{"auth":")" +
+              Base64Encode("x:y") + R"("}}})");
   CredentialResolver r(dir_);
   auto ecr = r.Resolve("123.dkr.ecr.us-east-1.amazonaws.com");
   ASSERT_TRUE(ecr.ok()) << ecr.status().ToString();

@@ -63,8 +63,8 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* userp) {
   }
   if (st->response->body.size() + n > st->max_body) {
     if (code >= 200 && code < 300) {
-      st->abort_status = Status(Code::kIntegrity, "response body exceeds " +
-                                                      HumanBytes(st->max_body) + " limit");
+      st->abort_status =
+          Status(Code::kIntegrity, "response body exceeds " + HumanBytes(st->max_body) + " limit");
       return CURL_WRITEFUNC_ERROR;
     }
     return n;  // keep the beginning of an oversized error body

@@ -61,7 +61,7 @@ struct HttpResponse {
 };
 
 struct TransportOptions {
-  std::string ca_file;             // extra CA bundle, added to the system store
+  std::string ca_file;  // extra CA bundle, added to the system store
   long connect_timeout_ms = 10000;
   // A transfer moving less than 1 byte/s for this long is aborted (catches stalled peers).
   long stall_timeout_s = 30;

@@ -104,7 +104,8 @@ class RegistryClient {
 
   // One GET of `path_and_query` (below /v2/<repo>/) with auth and retries; any HTTP status is
   // returned as a response (for pass-through endpoints: tags/list pages, referrers).
-  virtual Result<HttpResponse> GetRaw(const std::string& repo, const std::string& path_and_query) = 0;
+  virtual Result<HttpResponse> GetRaw(const std::string& repo,
+                                      const std::string& path_and_query) = 0;
 
   virtual RateLimitInfo rate_limit() const = 0;
   virtual RequestStats stats() const = 0;

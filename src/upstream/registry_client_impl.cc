@@ -41,8 +41,8 @@ bool IsLoopbackHost(const std::string& host_port) {
 Status StatusFromResponse(const HttpResponse& r, const std::string& what) {
   std::string oci_code, oci_message;
   auto doc = nlohmann::json::parse(r.body, nullptr, false);
-  if (!doc.is_discarded() && doc.is_object() && doc.contains("errors") && doc["errors"].is_array() &&
-      !doc["errors"].empty() && doc["errors"][0].is_object()) {
+  if (!doc.is_discarded() && doc.is_object() && doc.contains("errors") &&
+      doc["errors"].is_array() && !doc["errors"].empty() && doc["errors"][0].is_object()) {
     const auto& e = doc["errors"][0];
     if (e.contains("code") && e["code"].is_string()) oci_code = e["code"];
     if (e.contains("message") && e["message"].is_string()) oci_message = e["message"];
@@ -52,11 +52,21 @@ Status StatusFromResponse(const HttpResponse& r, const std::string& what) {
   if (!oci_message.empty()) msg += " (" + oci_message + ")";
   Code code;
   switch (r.status) {
-    case 401: code = Code::kUnauthenticated; break;
-    case 403: code = Code::kDenied; break;
-    case 404: code = Code::kNotFound; break;
-    case 429: code = Code::kRateLimited; break;
-    case 408: code = Code::kUnavailable; break;
+    case 401:
+      code = Code::kUnauthenticated;
+      break;
+    case 403:
+      code = Code::kDenied;
+      break;
+    case 404:
+      code = Code::kNotFound;
+      break;
+    case 429:
+      code = Code::kRateLimited;
+      break;
+    case 408:
+      code = Code::kUnavailable;
+      break;
     default:
       if (r.status >= 500) {
         code = Code::kUnavailable;
@@ -100,12 +110,18 @@ std::string RegistryClientImpl::BlobUrl(const std::string& repo, const oci::Dige
 
 void RegistryClientImpl::Count(const std::string& method, bool manifest) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (method == "HEAD") ++stats_.head;
-  else if (method == "GET") ++stats_.get;
-  else if (method == "PUT") ++stats_.put;
-  else if (method == "POST") ++stats_.post;
-  else if (method == "PATCH") ++stats_.patch;
-  else ++stats_.other;
+  if (method == "HEAD")
+    ++stats_.head;
+  else if (method == "GET")
+    ++stats_.get;
+  else if (method == "PUT")
+    ++stats_.put;
+  else if (method == "POST")
+    ++stats_.post;
+  else if (method == "PATCH")
+    ++stats_.patch;
+  else
+    ++stats_.other;
   if (manifest && method == "GET") ++stats_.manifest_gets;
 }
 
@@ -233,9 +249,10 @@ Result<BearerToken> RegistryClientImpl::FetchToken(const AuthChallenge& challeng
     if (r.ok() && !IsRetryableHttpStatus(r->status)) {
       Status s = StatusFromResponse(*r, "token request to " + realm);
       if (r->status == 401 || r->status == 403) {
-        return Status(Code::kUnauthenticated,
-                      s.message() + (creds.empty() ? " (no credentials configured for " + registry_ + ")"
-                                                   : " (credentials for " + registry_ + " rejected)"));
+        return Status(
+            Code::kUnauthenticated,
+            s.message() + (creds.empty() ? " (no credentials configured for " + registry_ + ")"
+                                         : " (credentials for " + registry_ + " rejected)"));
       }
       return s;
     }
@@ -300,7 +317,8 @@ Result<HttpResponse> RegistryClientImpl::SendOnce(const Call& call,
     req.headers = call.headers;
     const bool same_origin = UrlOrigin(url) == ToLower(origin);
     // Credentials go to the registry only, never to a CDN or S3 it redirects to.
-    if (same_origin && !authorization.empty()) req.headers.push_back({"Authorization", authorization});
+    if (same_origin && !authorization.empty())
+      req.headers.push_back({"Authorization", authorization});
     req.verify_tls = same_origin ? verify : true;
     if (method != "GET" && method != "HEAD") {
       req.body = call.body;
@@ -343,8 +361,8 @@ Result<HttpResponse> RegistryClientImpl::Execute(const Call& call) {
       }
       return r;
     }
-    bool retryable = !r.ok() ? r.status().code() == Code::kUnavailable
-                             : IsRetryableHttpStatus(r->status);
+    bool retryable =
+        !r.ok() ? r.status().code() == Code::kUnavailable : IsRetryableHttpStatus(r->status);
     if (!retryable || attempt >= max_attempts) return r;
     auto delay = options_.retry.Backoff(attempt);
     if (r.ok() && r->status == 429) {
@@ -382,7 +400,8 @@ Result<ManifestInfo> RegistryClientImpl::HeadManifest(const std::string& repo,
   }
   ManifestInfo info;
   info.digest = *digest;
-  info.media_type = std::string(Trim(r.headers.Get("Content-Type").substr(0, r.headers.Get("Content-Type").find(';'))));
+  info.media_type = std::string(
+      Trim(r.headers.Get("Content-Type").substr(0, r.headers.Get("Content-Type").find(';'))));
   info.size = ParseUint(r.headers.Get("Content-Length")).value_or(0);
   return info;
 }
@@ -395,7 +414,8 @@ Result<FetchedManifest> RegistryClientImpl::GetManifest(const std::string& repo,
   call.scopes = ScopesFor(repo);
   call.is_manifest = true;
   RC_ASSIGN_OR_RETURN(HttpResponse r, Execute(call));
-  const std::string what = registry_ + "/" + repo + (ref.find(':') != std::string::npos ? "@" : ":") + ref;
+  const std::string what =
+      registry_ + "/" + repo + (ref.find(':') != std::string::npos ? "@" : ":") + ref;
   if (r.status != 200) return StatusFromResponse(r, "GET manifest " + what);
   if (r.body.size() > oci::kMaxManifestBytes) {
     return Unavailable("manifest " + what + " is larger than 4 MiB");
@@ -491,8 +511,8 @@ Status RegistryClientImpl::GetBlob(const std::string& repo, const oci::Descripto
     }
     if (received > at_start) failures = 0;
     if (++failures >= options_.retry.max_attempts) {
-      return Status(last.code(), last.message() + " (gave up after " +
-                                     std::to_string(failures) + " attempts)");
+      return Status(last.code(),
+                    last.message() + " (gave up after " + std::to_string(failures) + " attempts)");
     }
     std::this_thread::sleep_for(options_.retry.Backoff(failures));
   }
@@ -526,7 +546,8 @@ Result<UploadTarget> RegistryClientImpl::StartUpload(const std::string& repo,
     if (s.code() == Code::kNotFound) {
       return NotFound("repository " + registry_ + "/" + repo +
                       " does not exist and the registry does not create it on push (ECR: create "
-                      "it first, e.g. `aws ecr create-repository --repository-name " + repo + "`)");
+                      "it first, e.g. `aws ecr create-repository --repository-name " +
+                      repo + "`)");
     }
     return s;
   }
@@ -559,8 +580,9 @@ Status RegistryClientImpl::CompleteUpload(const std::string& repo, const UploadT
       call.url = location;
       call.scopes = ScopesFor(repo);
       call.retry = false;
-      call.headers = {{"Content-Type", "application/octet-stream"},
-                      {"Content-Range", std::to_string(offset) + "-" + std::to_string(offset + n - 1)}};
+      call.headers = {
+          {"Content-Type", "application/octet-stream"},
+          {"Content-Range", std::to_string(offset) + "-" + std::to_string(offset + n - 1)}};
       call.body_size = n;
       call.reader = [&](char* buf, size_t max) -> Result<size_t> {
         if (left == 0) return size_t{0};
@@ -569,7 +591,8 @@ Status RegistryClientImpl::CompleteUpload(const std::string& repo, const UploadT
         return got;
       };
       RC_ASSIGN_OR_RETURN(HttpResponse r, Execute(call));
-      if (r.status != 202) return StatusFromResponse(r, what + " (chunk at " + std::to_string(offset) + ")");
+      if (r.status != 202)
+        return StatusFromResponse(r, what + " (chunk at " + std::to_string(offset) + ")");
       std::string next = r.headers.Get("Location");
       if (!next.empty()) location = ResolveUrl(location, next);
       offset += n;
@@ -646,7 +669,9 @@ int64_t RetryAfterSeconds(const Status& status) {
   if (at == std::string::npos) return 0;
   size_t start = at + key.size();
   size_t end = start;
-  while (end < status.message().size() && std::isdigit(static_cast<unsigned char>(status.message()[end]))) ++end;
+  while (end < status.message().size() &&
+         std::isdigit(static_cast<unsigned char>(status.message()[end])))
+    ++end;
   return static_cast<int64_t>(ParseUint(status.message().substr(start, end - start)).value_or(0));
 }
 

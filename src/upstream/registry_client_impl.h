@@ -29,8 +29,8 @@ class RegistryClientImpl : public RegistryClient {
                         const oci::Digest& digest, uint64_t size, const BodyReader& reader,
                         UploadMode mode) override;
   void CancelUpload(const UploadTarget& target) override;
-  Status PutManifest(const std::string& repo, const std::string& ref,
-                     const std::string& media_type, const std::string& bytes) override;
+  Status PutManifest(const std::string& repo, const std::string& ref, const std::string& media_type,
+                     const std::string& bytes) override;
   Result<std::vector<std::string>> ListTags(const std::string& repo) override;
   Result<HttpResponse> GetRaw(const std::string& repo, const std::string& path_and_query) override;
   RateLimitInfo rate_limit() const override;
@@ -75,7 +75,7 @@ class RegistryClientImpl : public RegistryClient {
   bool pinged_ = false;
   std::string origin_;  // "https://host" or "http://host"
   bool verify_tls_ = true;
-  std::optional<AuthChallenge> challenge_;  // from the ping (or a later 401)
+  std::optional<AuthChallenge> challenge_;     // from the ping (or a later 401)
   std::map<std::string, BearerToken> tokens_;  // by sorted scope list
   RateLimitInfo rate_limit_;
   RequestStats stats_;
