@@ -1,5 +1,8 @@
 #include "app/exit_codes.h"
 
+#include <cstdio>
+#include <string>
+
 namespace regcache::app {
 
 int ExitCodeFor(const Status& s) {
@@ -27,6 +30,15 @@ int ExitCodeFor(const Status& s) {
     default:
       return kExitFailure;
   }
+}
+
+int ReportFailure(const Status& s) {
+  std::string msg = s.message();
+  for (char& c : msg) {
+    if (c == '\n') c = ' ';
+  }
+  std::fprintf(stderr, "regcache: %s: %s (%s)\n", CodeName(s.code()), msg.c_str(), HintFor(s));
+  return ExitCodeFor(s);
 }
 
 const char* HintFor(const Status& s) {

@@ -23,4 +23,7 @@ int ExitCodeFor(const Status& status);
 // What to tell the user to do about a failure, one short clause.
 const char* HintFor(const Status& status);
 
+// Prints "regcache: <kind>: <message> (<hint>)" as one line on stderr; returns the exit code.
+int ReportFailure(const Status& status);
+
 }  // namespace regcache::app

@@ -22,16 +22,6 @@
 namespace regcache::app {
 namespace {
 
-// Prints "regcache: <kind>: <message> (<hint>)" on stderr and returns the exit code.
-int Fail(const Status& s) {
-  std::string msg = s.message();
-  for (char& c : msg) {
-    if (c == '\n') c = ' ';
-  }
-  std::fprintf(stderr, "regcache: %s: %s (%s)\n", CodeName(s.code()), msg.c_str(), HintFor(s));
-  return ExitCodeFor(s);
-}
-
 struct CommonFlags {
   std::vector<std::string> insecure_registries;
   std::string ca_file;
@@ -135,13 +125,13 @@ struct EnsureFlags {
 
 int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
   auto src = oci::ParseReference(f.src);
-  if (!src.ok()) return Fail(src.status().WithContext("SRC"));
+  if (!src.ok()) return ReportFailure(src.status().WithContext("SRC"));
   auto dst = oci::ParseReference(f.dst, /*default_tag=*/false);
-  if (!dst.ok()) return Fail(dst.status().WithContext("DST"));
+  if (!dst.ok()) return ReportFailure(dst.status().WithContext("DST"));
   // A destination without tag or digest takes the source's tag, not "latest".
   if (dst->tag.empty() && !dst->digest) {
     if (src->tag.empty()) {
-      return Fail(InvalidArgument("DST needs a tag when SRC is given by digest only"));
+      return ReportFailure(InvalidArgument("DST needs a tag when SRC is given by digest only"));
     }
     dst->tag = src->tag;
   }
@@ -150,18 +140,18 @@ int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
   options.parallel_blobs = f.jobs;
   for (const auto& p : f.platforms) {
     auto parsed = oci::ParsePlatform(p);
-    if (!parsed.ok()) return Fail(parsed.status());
+    if (!parsed.ok()) return ReportFailure(parsed.status());
     options.platforms.push_back(*parsed);
   }
   copy::ClientPool pool(BaseOptions(common), common.docker_config);
   if (!f.src_creds.empty()) {
     auto c = upstream::ParseUserPass(f.src_creds);
-    if (!c.ok()) return Fail(c.status().WithContext("--src-creds"));
+    if (!c.ok()) return ReportFailure(c.status().WithContext("--src-creds"));
     pool.Configure(src->registry, copy::Role::kSource, {*c, false, ""});
   }
   if (!f.dest_creds.empty()) {
     auto c = upstream::ParseUserPass(f.dest_creds);
-    if (!c.ok()) return Fail(c.status().WithContext("--dest-creds"));
+    if (!c.ok()) return ReportFailure(c.status().WithContext("--dest-creds"));
     pool.Configure(dst->registry, copy::Role::kDestination, {*c, false, ""});
   }
   ProgressLine progress;
@@ -170,7 +160,7 @@ int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
                       pool.Get(dst->registry, copy::Role::kDestination), options);
   auto result = copier.Ensure(*src, *dst);
   progress.Clear();
-  if (!result.ok()) return Fail(result.status());
+  if (!result.ok()) return ReportFailure(result.status());
 
   // DST exactly as given, with the digest appended, so `FROM $(regcache ensure ...)` pins it.
   std::string printed = f.dst;
@@ -195,11 +185,11 @@ struct SyncFlags {
 
 int RunSync(const SyncFlags& f, const CommonFlags& common) {
   std::ifstream in(f.file);
-  if (!in) return Fail(InvalidArgument("cannot read sync file " + f.file));
+  if (!in) return ReportFailure(InvalidArgument("cannot read sync file " + f.file));
   std::stringstream ss;
   ss << in.rdbuf();
   auto config = copy::ParseSyncConfig(ss.str());
-  if (!config.ok()) return Fail(config.status().WithContext(f.file));
+  if (!config.ok()) return ReportFailure(config.status().WithContext(f.file));
   copy::ClientPool pool(BaseOptions(common), common.docker_config);
   copy::SyncRunner runner(pool, *config);
   std::vector<copy::SyncOutcome> outcomes;
@@ -331,28 +321,23 @@ int main(int argc, char** argv) {
   if (ensure->parsed()) return RunEnsure(ef, common);
   if (sync->parsed()) return RunSync(sf, common);
   if (serve->parsed()) {
-    auto fail = [](const regcache::Status& s) {
-      std::fprintf(stderr, "regcache: %s: %s (%s)\n", regcache::CodeName(s.code()),
-                   s.message().c_str(), HintFor(s));
-      return ExitCodeFor(s);
-    };
     if (!serve_config_file.empty()) {
       std::ifstream in(serve_config_file);
       std::stringstream ss;
       ss << in.rdbuf();
       auto s = LoadServeConfig(ss.str(), &serve_config);
-      if (!s.ok()) return fail(s.WithContext(serve_config_file));
+      if (!s.ok()) return ReportFailure(s.WithContext(serve_config_file));
     }
     if (!serve_listen.empty()) {
       auto s = ParseListen(serve_listen, &serve_config.server);
-      if (!s.ok()) return fail(s);
+      if (!s.ok()) return ReportFailure(s);
     }
     if (!serve_data_dir.empty()) serve_config.data_dir = serve_data_dir;
     if (!serve_upstreams.empty()) {
       serve_config.upstreams.clear();
       for (const auto& u : serve_upstreams) {
         auto parsed = ParseUpstreamFlag(u);
-        if (!parsed.ok()) return fail(parsed.status());
+        if (!parsed.ok()) return ReportFailure(parsed.status());
         serve_config.upstreams.push_back(*parsed);
       }
       serve_config.default_upstream = serve_config.upstreams[0].name;
@@ -360,7 +345,7 @@ int main(int argc, char** argv) {
     if (!serve_default.empty()) serve_config.default_upstream = serve_default;
     if (!serve_ttl.empty()) {
       auto ttl = regcache::copy::ParseDuration(serve_ttl);
-      if (!ttl.ok()) return fail(ttl.status().WithContext("--tag-ttl"));
+      if (!ttl.ok()) return ReportFailure(ttl.status().WithContext("--tag-ttl"));
       for (auto& u : serve_config.upstreams) u.tag_ttl = *ttl;
     }
     if (no_access_log) serve_config.server.access_log = false;

@@ -16,23 +16,19 @@ namespace regcache::app {
 int RunServe(const ServeConfig& config) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
-  auto fail = [](const Status& s) {
-    std::fprintf(stderr, "regcache: %s: %s (%s)\n", CodeName(s.code()), s.message().c_str(),
-                 HintFor(s));
-    return ExitCodeFor(s);
-  };
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec)
-    return fail(IoError("cannot create data directory " + config.data_dir + ": " + ec.message()));
+    return ReportFailure(
+        IoError("cannot create data directory " + config.data_dir + ": " + ec.message()));
 
   auto blobs = storage::OpenFilesystemBlobStore(config.data_dir);
-  if (!blobs.ok()) return fail(blobs.status());
+  if (!blobs.ok()) return ReportFailure(blobs.status());
   auto meta = metadata::OpenSqliteMetadataStore(config.data_dir + "/metadata.db");
-  if (!meta.ok()) return fail(meta.status());
+  if (!meta.ok()) return ReportFailure(meta.status());
   cache::Metrics metrics;
   auto upstreams = cache::UpstreamSet::Create(config.upstreams, config.default_upstream, &metrics);
-  if (!upstreams.ok()) return fail(upstreams.status());
+  if (!upstreams.ok()) return ReportFailure(upstreams.status());
 
   // Fills run on their own pool so long downloads never starve short lookups.
   boost::asio::thread_pool fills(static_cast<size_t>(config.fill_threads));
@@ -42,7 +38,7 @@ int RunServe(const ServeConfig& config) {
   auto server = http::CreateServer(config.server, cache, **upstreams, metrics);
   if (!server.ok()) {
     fills.join();
-    return fail(server.status());
+    return ReportFailure(server.status());
   }
   std::string names;
   for (auto* u : (*upstreams)->All()) {

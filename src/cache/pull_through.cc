@@ -51,11 +51,7 @@ void PullThroughCache::NoteAccess(const std::string& upstream, const std::string
   if (!s.ok()) spdlog::warn("recording access of {}/{}:{}: {}", upstream, repo, tag, s.ToString());
 }
 
-Result<ManifestResponse> PullThroughCache::ServeStored(const std::string& upstream_name,
-                                                       const std::string& repo,
-                                                       const oci::Digest& digest, bool head) {
-  (void)upstream_name;
-  (void)repo;
+Result<ManifestResponse> PullThroughCache::ServeStored(const oci::Digest& digest, bool head) {
   RC_ASSIGN_OR_RETURN(auto media_type, meta_.GetManifestType(digest));
   if (!media_type) return NotFound("manifest " + digest.str() + " has no recorded media type");
   ManifestResponse r;
@@ -105,7 +101,7 @@ Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::
   if (by_digest) {
     RC_ASSIGN_OR_RETURN(oci::Digest d, oci::Digest::Parse(reference));
     auto served = [&](const char* result) -> Result<ManifestResponse> {
-      auto r = ServeStored(name, repo, d, head);
+      auto r = ServeStored(d, head);
       if (r.ok()) r->result = result;
       return r;
     };
@@ -138,7 +134,7 @@ Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::
   };
   auto serve_row = [&](const metadata::TagRecord& row,
                        const char* result) -> Result<ManifestResponse> {
-    auto r = ServeStored(name, repo, row.digest, head);
+    auto r = ServeStored(row.digest, head);
     if (r.ok()) {
       r->result = result;
       NoteAccess(name, repo, reference);

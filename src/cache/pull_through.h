@@ -67,8 +67,7 @@ class PullThroughCache {
                                 const std::string& query);
 
  private:
-  Result<ManifestResponse> ServeStored(const std::string& upstream_name, const std::string& repo,
-                                       const oci::Digest& digest, bool head);
+  Result<ManifestResponse> ServeStored(const oci::Digest& digest, bool head);
   Status StoreManifest(Upstream& up, const std::string& repo, const upstream::FetchedManifest& m,
                        std::string* media_type);
   std::shared_ptr<std::mutex> KeyLock(const std::string& key);

@@ -319,10 +319,9 @@ class ServerImpl : public Server {
       co_return co_await send(MakeReply(200, "text/plain; version=0.0.4", metrics_.Render()));
     }
     if (!read_method || route->kind == RouteKind::kUpload) {
-      Reply r = Error(Status(Code::kUnsupported, "this registry is a read-only pull-through cache"),
-                      Endpoint::kOther);
-      r.status = 405;
-      r.body = ErrorBody("UNSUPPORTED", "this registry is a read-only pull-through cache");
+      Reply r =
+          MakeReply(405, "application/json",
+                    ErrorBody("UNSUPPORTED", "this registry is a read-only pull-through cache"));
       r.headers.push_back({"Allow", "GET, HEAD"});
       co_return co_await send(r);
     }
@@ -535,7 +534,7 @@ class ServerImpl : public Server {
       }
       if (state.readable > offset) {
         uint64_t n = std::min(state.readable, end) - offset;
-        Status s = co_await SendFile(stream, fill_fd(fill), offset, n, out);
+        Status s = co_await SendFile(stream, fill.fd(), offset, n, out);
         if (!s.ok()) co_return s;
         offset += n;
         continue;
@@ -547,8 +546,6 @@ class ServerImpl : public Server {
     }
     co_return Status::Ok();
   }
-
-  static int fill_fd(cache::Fill& fill) { return fill.fd(); }
 
   ServerOptions options_;
   cache::PullThroughCache& cache_;

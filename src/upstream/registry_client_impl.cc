@@ -126,12 +126,12 @@ void RegistryClientImpl::Count(const std::string& method, bool manifest) {
 }
 
 RequestStats RegistryClientImpl::stats() const {
-  std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mu_));
+  std::lock_guard<std::mutex> lock(mu_);
   return stats_;
 }
 
 RateLimitInfo RegistryClientImpl::rate_limit() const {
-  std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mu_));
+  std::lock_guard<std::mutex> lock(mu_);
   return rate_limit_;
 }
 

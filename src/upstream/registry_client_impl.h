@@ -71,7 +71,7 @@ class RegistryClientImpl : public RegistryClient {
   HttpTransport transport_;
   std::shared_ptr<CredentialResolver> credentials_;
 
-  std::mutex mu_;  // guards everything below
+  mutable std::mutex mu_;  // guards everything below
   bool pinged_ = false;
   std::string origin_;  // "https://host" or "http://host"
   bool verify_tls_ = true;
