@@ -160,21 +160,25 @@ class ServeTest(RegistryTestCase):
             self.assertEqual(g, (200, layer["digest"], layer["size"]))
         self.assertEqual(len(proxy.requests("GET", "/blobs/" + layer["digest"])), 1)
         m = rc.metrics()
+        # One fill; the others joined it while it downloaded (a client that started late finds it
+        # committed and counts as a hit, which is fine).
         self.assertEqual(m['regcache_requests_total{kind="blob",result="miss"}'], 1)
-        self.assertEqual(m['regcache_requests_total{kind="blob",result="coalesced"}'], 15)
+        coalesced = m.get('regcache_requests_total{kind="blob",result="coalesced"}', 0)
+        self.assertGreaterEqual(coalesced, 8)
+        self.assertEqual(coalesced + m.get('regcache_requests_total{kind="blob",result="hit"}', 0), 15)
         self.assertLess(m["regcache_bytes_fetched_total"], layer["size"] + 64 * 1024)
 
     def test_tag_freshness_ttl_and_moved_tags(self):
         hub = self.registry("hub")
         old = self.seed(hub, layers=1, seed=1)
-        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host, "tag_ttl": "2s"}])
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host, "tag_ttl": "3s"}])
         self.assertEqual(skopeo_copy(rc.host + "/library/app:v1", os.path.join(self.work, "a")).returncode, 0)
         before = len(hub.requests())
         self.assertEqual(skopeo_copy(rc.host + "/library/app:v1", os.path.join(self.work, "b")).returncode, 0)
         time.sleep(0.3)
         self.assertEqual(hub.requests()[before:], [], "a warm pull within the TTL asks upstream nothing")
 
-        time.sleep(2.2)
+        time.sleep(3.2)
         st, h, body = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
         self.assertEqual((st, sha(body)), (200, old))
         time.sleep(0.3)
@@ -182,7 +186,7 @@ class ServeTest(RegistryTestCase):
         self.assertEqual(after, [("HEAD", "/v2/library/app/manifests/v1")], "revalidation is one HEAD")
 
         new = self.seed(hub, layers=1, seed=2)
-        time.sleep(2.2)
+        time.sleep(3.2)
         st, h, body = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
         self.assertEqual((st, sha(body)), (200, new))
         r = skopeo_copy(rc.host + "/library/app:v1", os.path.join(self.work, "c"))
