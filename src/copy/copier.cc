@@ -1,7 +1,7 @@
 #include "copy/copier.h"
 
-#include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "copy/blob_pipe.h"
@@ -16,9 +16,15 @@ struct Copier::Plan {
   };
   std::vector<PendingManifest> manifests;  // children, deepest first
   std::vector<oci::Descriptor> blobs;      // unique, in discovery order
-  std::map<std::string, bool> seen_blobs;
-  std::map<std::string, bool> seen_manifests;
+  std::set<std::string> seen_blobs;
+  std::set<std::string> seen_manifests;
   int present = 0;
+
+  void AddBlobs(const oci::Manifest& m) {
+    for (const auto& b : m.Blobs()) {
+      if (seen_blobs.insert(b.digest.str()).second) blobs.push_back(b);
+    }
+  }
 };
 
 namespace {
@@ -61,8 +67,7 @@ void Copier::ReportProgress(uint64_t blobs_delta, uint64_t bytes_delta) {
 Status Copier::PlanManifest(const oci::Reference& src, const oci::Reference& dst,
                             const oci::Descriptor& desc, Plan& plan, int depth) {
   if (depth > kMaxIndexDepth) return InvalidArgument("indexes nested deeper than 4 levels");
-  if (plan.seen_manifests[desc.digest.str()]) return Status::Ok();
-  plan.seen_manifests[desc.digest.str()] = true;
+  if (!plan.seen_manifests.insert(desc.digest.str()).second) return Status::Ok();
   // A manifest the destination already has is complete there (registries check references on
   // push), so neither it nor anything below it needs to move, and the source is not asked.
   auto have = dst_.HeadManifest(dst.repository, desc.digest.str());
@@ -83,12 +88,7 @@ Status Copier::PlanManifest(const oci::Reference& src, const oci::Reference& dst
       RC_RETURN_IF_ERROR(PlanManifest(src, dst, child, plan, depth + 1));
     }
   } else {
-    for (const auto& b : parsed->Blobs()) {
-      if (!plan.seen_blobs[b.digest.str()]) {
-        plan.seen_blobs[b.digest.str()] = true;
-        plan.blobs.push_back(b);
-      }
-    }
+    plan.AddBlobs(*parsed);
   }
   plan.manifests.push_back({desc.digest, parsed->media_type, std::move(fetched.bytes)});
   return Status::Ok();
@@ -181,10 +181,7 @@ Result<EnsureResult> Copier::Ensure(const oci::Reference& src, const oci::Refere
         top_media = cp->media_type;
         top_bytes = std::move(child->bytes);
         children.clear();
-        for (const auto& b : cp->Blobs()) {
-          plan.seen_blobs[b.digest.str()] = true;
-          plan.blobs.push_back(b);
-        }
+        plan.AddBlobs(*cp);
       } else {
         std::vector<oci::Digest> keep;
         for (const auto& c : children) keep.push_back(c.digest);
@@ -193,10 +190,7 @@ Result<EnsureResult> Copier::Ensure(const oci::Reference& src, const oci::Refere
     }
     for (const auto& c : children) RC_RETURN_IF_ERROR(PlanManifest(src, dst, c, plan, 1));
   } else {
-    for (const auto& b : parsed->Blobs()) {
-      plan.seen_blobs[b.digest.str()] = true;
-      plan.blobs.push_back(b);
-    }
+    plan.AddBlobs(*parsed);
   }
   const oci::Digest top_digest = oci::Digest::Of(top_bytes);
   if (dst.digest && !(*dst.digest == top_digest)) {

@@ -9,12 +9,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string_view BaseMediaType(std::string_view ct) {
-  size_t semi = ct.find(';');
-  if (semi != std::string_view::npos) ct = ct.substr(0, semi);
-  return Trim(ct);
-}
-
 Result<std::string> GetString(const json& obj, const char* key, bool required) {
   auto it = obj.find(key);
   if (it == obj.end()) {
@@ -72,6 +66,12 @@ Result<Descriptor> ParseDescriptor(const json& obj, const std::string& where) {
 }
 
 }  // namespace
+
+std::string_view BaseMediaType(std::string_view content_type) {
+  size_t semi = content_type.find(';');
+  if (semi != std::string_view::npos) content_type = content_type.substr(0, semi);
+  return Trim(content_type);
+}
 
 std::string ManifestAcceptHeader() {
   return std::string(kOciIndex) + ", " + std::string(kOciManifest) + ", " +

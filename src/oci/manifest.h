@@ -27,6 +27,9 @@ inline constexpr std::string_view kDockerManifestV1Signed =
 // Manifests larger than this are refused, as distribution does (it caps at 4 MiB).
 inline constexpr size_t kMaxManifestBytes = 4 * 1024 * 1024;
 
+// The media type of a Content-Type value, without parameters: "a/b; charset=x" -> "a/b".
+std::string_view BaseMediaType(std::string_view content_type);
+
 // The Accept header value that asks a registry for any manifest kind we understand.
 std::string ManifestAcceptHeader();
 

@@ -400,8 +400,7 @@ Result<ManifestInfo> RegistryClientImpl::HeadManifest(const std::string& repo,
   }
   ManifestInfo info;
   info.digest = *digest;
-  info.media_type = std::string(
-      Trim(r.headers.Get("Content-Type").substr(0, r.headers.Get("Content-Type").find(';'))));
+  info.media_type = std::string(oci::BaseMediaType(r.headers.Get("Content-Type")));
   info.size = ParseUint(r.headers.Get("Content-Length")).value_or(0);
   return info;
 }
@@ -422,8 +421,7 @@ Result<FetchedManifest> RegistryClientImpl::GetManifest(const std::string& repo,
   }
   FetchedManifest m;
   m.bytes = std::move(r.body);
-  std::string ct = r.headers.Get("Content-Type");
-  m.info.media_type = std::string(Trim(ct.substr(0, ct.find(';'))));
+  m.info.media_type = std::string(oci::BaseMediaType(r.headers.Get("Content-Type")));
   m.info.size = m.bytes.size();
   auto ref_digest = oci::Digest::Parse(ref);
   auto algo = ref_digest.ok() ? ref_digest->algorithm() : oci::DigestAlgorithm::kSha256;
