@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 
@@ -32,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import regtest  # noqa: E402
 from fixtures import make_layout, push  # noqa: E402
-from regtest import Regcache, Registry  # noqa: E402
+from regtest import Regcache, Registry, run_parallel  # noqa: E402
 
 MIB = 1 << 20
 CLK = os.sysconf("SC_CLK_TCK")
@@ -205,12 +204,8 @@ def main():
                 try:
                     for _ in range(3):  # this number is noisy on a shared VM: sample it more
                         cpu0 = cpu_seconds(srv.pid)
-                        threads = [threading.Thread(target=splice_fetch, args=(port, path, reps)) for _ in range(4)]
                         t = time.monotonic()
-                        for th in threads:
-                            th.start()
-                        for th in threads:
-                            th.join()
+                        run_parallel(lambda _: splice_fetch(port, path, reps), 4)
                         record(kind, "pinned_mibs", total_mib / (time.monotonic() - t))
                         record(kind, "pinned_cpu_per_gib", (cpu_seconds(srv.pid) - cpu0) / (total_mib / 1024))
                 finally:
@@ -233,12 +228,8 @@ def main():
                     except Exception as e:  # noqa: BLE001
                         errors.append(str(e))
 
-                threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
                 t = time.monotonic()
-                for th in threads:
-                    th.start()
-                for th in threads:
-                    th.join()
+                run_parallel(one, 16)
                 record(kind, "fan_s", time.monotonic() - t)
                 # A failed pull is a result too (distribution's proxy answers 500s under fan-in).
                 record(kind, "fan_failed", len(errors))

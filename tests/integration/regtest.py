@@ -40,6 +40,27 @@ def wait_port(port, timeout=15):
     raise RuntimeError("nothing listens on port %d" % port)
 
 
+def stop_process(proc, sig, timeout):
+    """Sends `sig` to a running process, waits up to `timeout` seconds, then kills it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_parallel(fn, count):
+    """Calls fn(i) for i in range(count) on as many threads at once; returns when all are done."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 class TokenIssuer:
     """Key and self-signed certificate for signing registry JWTs (RS256, x5c header)."""
 
@@ -170,13 +191,7 @@ class Registry:
         wait_port(self.port)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGTERM, 10)
         self.proc = None
         self.log.close()
 
@@ -366,13 +381,7 @@ class Regcache:
         wait_port(self.port)
 
     def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, 20)
         self.proc = None
         self.log.close()
 
@@ -456,9 +465,7 @@ http {
         time.sleep(0.5)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc, signal.SIGTERM, 10)
 
 
 def run_regcache(*args, env=None, timeout=300, input=None):

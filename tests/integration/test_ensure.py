@@ -4,11 +4,10 @@ import json
 import os
 import stat
 import subprocess
-import threading
 import unittest
 
 from fixtures import inspect_raw, push
-from regtest import RegistryTestCase, run_regcache
+from regtest import RegistryTestCase, run_parallel, run_regcache
 
 MIB = 1 << 20
 FAST = ["--retries", "2", "--retry-base-ms", "50"]
@@ -333,11 +332,7 @@ class EnsureTest(RegistryTestCase):
         def go(i):
             results[i] = run_regcache("ensure", "%s/lib/app:v1" % src.host, dst_ref)
 
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_parallel(go, 2)
         for r in results:
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(r.stdout.strip(), dst_ref + "@" + digest)

@@ -14,7 +14,7 @@ import unittest
 from collections import Counter
 
 from fixtures import push
-from regtest import RegistryTestCase
+from regtest import RegistryTestCase, run_parallel
 
 MIB = 1 << 20
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -56,6 +56,12 @@ class ServeTest(RegistryTestCase):
         layout, digest = self.image("%s-%s-%s" % (repo.replace("/", "_"), tag, kw.get("seed", 1)), tag=tag, **kw)
         push(layout, tag, "%s/%s:%s" % (registry.host, repo, tag), creds=creds)
         return digest
+
+    def one_layer_behind_proxy(self, layer_size):
+        """An upstream holding library/app:v1 (one platform, one layer) and a fault proxy before it."""
+        hub = self.registry("hub")
+        self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=layer_size)
+        return hub, self.proxy(hub.port)
 
     def upstream_gets(self, registry, kind):
         return [p for m, p, _ in registry.requests() if m == "GET" and "/%s/" % kind in p]
@@ -117,11 +123,7 @@ class ServeTest(RegistryTestCase):
         def pull(i):
             results[i] = skopeo_copy(rc.host + "/library/app:v1", os.path.join(self.work, "c%d" % i))
 
-        threads = [threading.Thread(target=pull, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_parallel(pull, 16)
         for i, r in enumerate(results):
             self.assertEqual(r.returncode, 0, r.stderr)  # skopeo verifies every blob digest
             with open(os.path.join(self.work, "c%d" % i, "index.json")) as f:
@@ -136,26 +138,17 @@ class ServeTest(RegistryTestCase):
                            m.get('regcache_requests_total{kind="blob",result="hit"}', 0), 0)
 
     def test_sixteen_concurrent_gets_of_one_cold_blob(self):
-        hub = self.registry("hub")
-        self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=24 * MIB)
-        proxy = self.proxy(hub.port)
+        hub, proxy = self.one_layer_behind_proxy(24 * MIB)
         proxy.throttle_bps = 48 * MIB  # half a second of download: every client joins mid-fill
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
-        _, _, idx = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
-        child = json.loads(idx)["manifests"][0]["digest"]
-        _, _, man = raw_manifest(rc.host, "/v2/library/app/manifests/" + child)
-        layer = json.loads(man)["layers"][0]
+        _, layer = first_layer(rc)
         got = [None] * 16
 
         def get(i):
             st, h, body = rc.request("GET", "/v2/library/app/blobs/" + layer["digest"])
             got[i] = (st, sha(body), len(body))
 
-        threads = [threading.Thread(target=get, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_parallel(get, 16)
         for g in got:
             self.assertEqual(g, (200, layer["digest"], layer["size"]))
         self.assertEqual(len(proxy.requests("GET", "/blobs/" + layer["digest"])), 1)
@@ -231,9 +224,7 @@ class ServeTest(RegistryTestCase):
         self.assertEqual(h.get("retry-after"), "120")
 
     def test_upstream_killed_mid_blob_caches_nothing_then_recovers(self):
-        hub = self.registry("hub")
-        self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=4 * MIB)
-        proxy = self.proxy(hub.port)
+        hub, proxy = self.one_layer_behind_proxy(4 * MIB)
         port = proxy.port
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
         child, layer = first_layer(rc)
@@ -253,9 +244,7 @@ class ServeTest(RegistryTestCase):
         self.assertEqual((st, sha(body)), (200, layer["digest"]))
 
     def test_corrupted_upstream_bytes_are_never_served_complete(self):
-        hub = self.registry("hub")
-        self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=2 * MIB)
-        proxy = self.proxy(hub.port)
+        hub, proxy = self.one_layer_behind_proxy(2 * MIB)
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
         child, layer = first_layer(rc)
         proxy.corrupt = True
@@ -272,9 +261,7 @@ class ServeTest(RegistryTestCase):
         self.assertEqual((st, sha(body)), (200, layer["digest"]))
 
     def test_sigkill_mid_fill_restarts_clean(self):
-        hub = self.registry("hub")
-        self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=8 * MIB)
-        proxy = self.proxy(hub.port)
+        hub, proxy = self.one_layer_behind_proxy(8 * MIB)
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
         child, layer = first_layer(rc)
         proxy.throttle_bps = 2 * MIB
@@ -297,9 +284,7 @@ class ServeTest(RegistryTestCase):
         self.assertEqual((st, sha(body)), (200, child))
 
     def test_sigterm_lets_a_running_transfer_finish(self):
-        hub = self.registry("hub")
-        self.seed(hub, platforms=[("linux", "amd64", "")], layers=1, layer_size=6 * MIB)
-        proxy = self.proxy(hub.port)
+        hub, proxy = self.one_layer_behind_proxy(6 * MIB)
         rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}])
         _, _, idx = raw_manifest(rc.host, "/v2/library/app/manifests/v1")
         # Only what the client asked for: the index, not its children.
