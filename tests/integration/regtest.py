@@ -29,15 +29,27 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=15):
+def wait_port(port, timeout=15, proc=None, log_path=None):
+    """Waits until something accepts on `port`. With `proc`, gives up as soon as that process has
+    exited, quoting the end of `log_path` (e.g. a config key the binary does not know)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError("process exited (status %s) before listening on port %d: %s"
+                                   % (proc.returncode, port, log_tail(log_path)))
             time.sleep(0.05)
     raise RuntimeError("nothing listens on port %d" % port)
+
+
+def log_tail(path, lines=3):
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, "rb") as f:
+        return " | ".join(f.read().decode(errors="replace").strip().splitlines()[-lines:])
 
 
 def stop_process(proc, sig, timeout):
@@ -50,6 +62,19 @@ def stop_process(proc, sig, timeout):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def http_request(port, method, path, headers=None, body=None, timeout=60):
+    """One request on its own connection to 127.0.0.1:port: (status, headers dict (lowercase
+    keys), body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        conn.close()
 
 
 def run_parallel(fn, count):
@@ -213,11 +238,42 @@ class Registry:
         """(method, path, status) of every request in the access log so far."""
         return [(m, p, st) for m, p, st, _ in self.requests_with_size()]
 
+    def api(self, method, path, body=None, headers=None):
+        """One request to the registry API: (status, headers dict (lowercase keys), body)."""
+        return http_request(self.port, method, path, headers, body)
+
+    def put_blob(self, repo, data):
+        """Uploads `data` to `repo` monolithically (POST, then PUT ?digest=); returns its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        st, h, body = self.api("POST", "/v2/%s/blobs/uploads/" % repo)
+        if st != 202:
+            raise RuntimeError("starting an upload to %s: %d %r" % (repo, st, body))
+        loc = urllib.parse.urlparse(h["location"])
+        target = loc.path + "?" + (loc.query + "&" if loc.query else "") + "digest=" + digest
+        st, _, body = self.api("PUT", target, data, {"Content-Type": "application/octet-stream"})
+        if st != 201:
+            raise RuntimeError("uploading %s to %s: %d %r" % (digest, repo, st, body))
+        return digest
+
+    def mount_blob(self, repo, digest, from_repo):
+        st, _, body = self.api("POST", "/v2/%s/blobs/uploads/?mount=%s&from=%s" % (repo, digest, from_repo))
+        if st != 201:
+            raise RuntimeError("mounting %s into %s: %d %r" % (digest, repo, st, body))
+
+    def put_manifest(self, repo, ref, data, media_type):
+        st, _, body = self.api("PUT", "/v2/%s/manifests/%s" % (repo, ref), data, {"Content-Type": media_type})
+        if st != 201:
+            raise RuntimeError("PUT manifest %s:%s: %d %r" % (repo, ref, st, body))
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
 
 class FaultProxy:
     """HTTP proxy in front of an upstream with switchable faults on blob GETs:
     cut_after (bytes) + cut_count, die_on_cut, corrupt, redirect_to (another origin), and
-    extra_headers on every response. Records (method, path, headers) of each request."""
+    extra_headers on every response. Records (method, path, headers) of each request.
+    Also: blackhole (read every request, never answer, keep the socket open), stall_after (blob
+    GET bodies stop after that many bytes, socket kept open) and header_overrides; `connections`
+    and `attempts` count accepted sockets and received requests, dropped ones included."""
 
     def __init__(self, upstream_port, inject_auth=None, port=0):
         self.upstream_port = upstream_port
@@ -232,6 +288,13 @@ class FaultProxy:
         self.extra_headers = {}
         # [method, path substring, status, headers, remaining count, optional body]: canned answers
         self.fail_next = []
+        self.blackhole = False  # requests are read and logged, never answered; sockets stay open
+        self.stall_after = None  # blob GET bodies: this many bytes, then silence on an open socket
+        # [method, path substring, {header: value, or None to drop it}, remaining count]
+        self.header_overrides = []
+        self.connections = 0  # TCP connections accepted
+        self.attempts = 0  # requests received, including dropped and black-holed ones
+        self.stopped = threading.Event()
         self.log = []
         self.lock = threading.Lock()
         outer = self
@@ -242,13 +305,28 @@ class FaultProxy:
             def log_message(self, *args):
                 pass
 
+            def setup(self):
+                with outer.lock:
+                    outer.connections += 1
+                super().setup()
+
+            def hold(self):
+                """Keeps the connection open without sending another byte until the proxy stops."""
+                outer.stopped.wait()
+                self.close_connection = True
+
             def handle_one(self):
+                with outer.lock:
+                    outer.attempts += 1
                 if outer.dead:  # a dead upstream: connections drop without an answer
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 with outer.lock:
                     outer.log.append((self.command, self.path, dict(self.headers)))
+                if outer.blackhole:
+                    self.hold()
+                    return
                 is_blob_get = self.command == "GET" and "/blobs/sha256:" in self.path
                 with outer.lock:
                     canned = None
@@ -283,14 +361,18 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 self.send_response(resp.status)
+                overrides = outer.take_header_overrides(self.command, self.path)
                 for k, v in resp.getheaders():
-                    if k.lower() in ("connection", "transfer-encoding"):
+                    if k.lower() in ("connection", "transfer-encoding") or k.lower() in overrides:
                         continue
                     if k.lower() == "location" and v.startswith("http://127.0.0.1:%d" % outer.upstream_port):
                         v = v.replace(":%d" % outer.upstream_port, ":%d" % outer.port, 1)
                     self.send_header(k, v)
                 for k, v in outer.extra_headers.items():
                     self.send_header(k, v)
+                for k, v in overrides.items():
+                    if v is not None:
+                        self.send_header(k, v)
                 if self.command == "HEAD" or resp.status in (204, 304):
                     self.end_headers()
                     resp.read()
@@ -298,7 +380,7 @@ class FaultProxy:
                     return
                 data = resp.read()
                 conn.close()
-                if "Content-Length" not in resp.headers:
+                if "Content-Length" not in resp.headers and "content-length" not in overrides:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if is_blob_get and resp.status in (200, 206):
@@ -318,6 +400,11 @@ class FaultProxy:
                         self.connection.shutdown(socket.SHUT_RDWR)
                         if outer.die_on_cut:
                             outer.dead = True
+                        return
+                    if outer.stall_after is not None:
+                        self.wfile.write(data[:outer.stall_after])
+                        self.wfile.flush()
+                        self.hold()
                         return
                 bps = outer.throttle_bps
                 if is_blob_get and bps:
@@ -341,6 +428,7 @@ class FaultProxy:
         self.thread.start()
 
     def stop(self):
+        self.stopped.set()  # releases black-holed and stalled connections
         try:
             self.server.shutdown()
             self.server.server_close()
@@ -352,11 +440,21 @@ class FaultProxy:
             return [r for r in self.log if (method is None or r[0] == method)
                     and (contains is None or contains in r[1])]
 
+    def take_header_overrides(self, method, path):
+        """The header overrides (lowercase names) for this response, spending one use of each."""
+        out = {}
+        with self.lock:
+            for o in self.header_overrides:
+                if o[0] == method and o[1] in path and o[3] > 0:
+                    o[3] -= 1
+                    out.update({k.lower(): v for k, v in o[2].items()})
+        return out
+
 
 class Regcache:
     """A `regcache serve` process with a YAML config written for it."""
 
-    def __init__(self, workdir, upstreams, name="rc", extra="", port=None):
+    def __init__(self, workdir, upstreams, name="rc", extra="", port=None, shutdown_grace="10s"):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.data = os.path.join(self.dir, "data")
@@ -364,7 +462,7 @@ class Regcache:
         self.host = "127.0.0.1:%d" % self.port
         self.log_path = os.path.join(self.dir, "regcache.log")
         lines = ["listen: 127.0.0.1:%d" % self.port, "data_dir: %s" % self.data,
-                 "shutdown_grace: 10s", "upstreams:"]
+                 "shutdown_grace: " + shutdown_grace, "upstreams:"]
         for u in upstreams:
             lines.append("  - " + json.dumps(u))
         self.config = os.path.join(self.dir, "serve.yaml")
@@ -378,7 +476,7 @@ class Regcache:
         env = dict(os.environ, DOCKER_CONFIG=os.path.join(self.dir, "no-docker-config"))
         self.proc = subprocess.Popen([REGCACHE, "serve", "--config", self.config],
                                      stdout=self.log, stderr=self.log, env=env)
-        wait_port(self.port)
+        wait_port(self.port, proc=self.proc, log_path=self.log_path)
 
     def stop(self, sig=signal.SIGTERM):
         stop_process(self.proc, sig, 20)
@@ -387,14 +485,7 @@ class Regcache:
 
     def request(self, method, path, headers=None, body=None, timeout=60):
         """(status, headers dict (lowercase keys), body bytes)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            r = conn.getresponse()
-            data = r.read()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, headers, body, timeout)
 
     def metrics(self):
         out = {}
@@ -413,6 +504,22 @@ class Regcache:
     def temp_files(self):
         t = os.path.join(self.data, "tmp")
         return os.listdir(t) if os.path.isdir(t) else []
+
+    def fd_count(self):
+        """Open file descriptors of the running process."""
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def rss_kib(self):
+        """Resident set size of the running process (VmRSS), in KiB."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
 
 
 class Nginx:
