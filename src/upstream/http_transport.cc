@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 
+#include <chrono>
 #include <cstring>
 #include <mutex>
 
@@ -20,14 +21,36 @@ struct CallState {
   size_t max_body = 0;
   Status abort_status;  // set when sink/reader aborted the transfer
   bool headers_seen = false;
+  bool answered = false;  // a status line arrived
+  bool timed_out = false;
+  bool cancelled = false;
+  std::chrono::steady_clock::time_point answer_deadline;
+  const std::atomic<bool>* cancel = nullptr;
   size_t inline_offset = 0;
 };
+
+// Called by libcurl about once a second even on an idle transfer: the place to enforce the
+// deadline for an answer and to notice cancellation.
+int OnProgress(void* userp, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* st = static_cast<CallState*>(userp);
+  if (st->cancel && st->cancel->load()) {
+    st->cancelled = true;
+    return 1;
+  }
+  if (!st->answered && st->answer_deadline != std::chrono::steady_clock::time_point() &&
+      std::chrono::steady_clock::now() > st->answer_deadline) {
+    st->timed_out = true;
+    return 1;
+  }
+  return 0;
+}
 
 size_t OnHeader(char* data, size_t size, size_t nitems, void* userp) {
   auto* st = static_cast<CallState*>(userp);
   std::string_view line(data, size * nitems);
   if (StartsWith(line, "HTTP/")) {
     // A new status line: 100 Continue or a new response; drop what came before.
+    st->answered = true;
     st->response->headers.Clear();
     return size * nitems;
   }
@@ -156,6 +179,9 @@ bool HttpTransport::LooksLikeTlsFailure(const Status& status) {
 }
 
 Result<HttpResponse> HttpTransport::Perform(const HttpRequest& request, const BodySink& sink) {
+  if (options_.cancel && options_.cancel->load()) {
+    return Status(Code::kAborted, request.method + " " + request.url + ": shutting down");
+  }
   CURL* curl = nullptr;
   {
     std::lock_guard<std::mutex> lock(pool_->mu);
@@ -175,6 +201,11 @@ Result<HttpResponse> HttpTransport::Perform(const HttpRequest& request, const Bo
   st.response = &response;
   st.curl = curl;
   st.max_body = options_.max_body_bytes;
+  st.cancel = options_.cancel.get();
+  if (options_.response_timeout_ms > 0) {
+    st.answer_deadline = std::chrono::steady_clock::now() +
+                         std::chrono::milliseconds(options_.response_timeout_ms);
+  }
 
   char errbuf[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
@@ -192,6 +223,9 @@ Result<HttpResponse> HttpTransport::Perform(const HttpRequest& request, const Bo
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnBody);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &st);
   curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 128L * 1024);
+  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
+  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &st);
   if (!request.verify_tls) {
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -238,6 +272,13 @@ Result<HttpResponse> HttpTransport::Perform(const HttpRequest& request, const Bo
   }
 
   if (!st.abort_status.ok()) return st.abort_status;
+  if (st.cancelled) {
+    return Status(Code::kAborted, request.method + " " + request.url + ": shutting down");
+  }
+  if (st.timed_out) {
+    return Unavailable(request.method + " " + request.url + ": no answer within " +
+                       std::to_string(options_.response_timeout_ms) + " ms");
+  }
   if (rc != CURLE_OK) {
     std::string what = errbuf[0] ? errbuf : curl_easy_strerror(rc);
     if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) {

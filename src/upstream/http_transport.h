@@ -4,6 +4,7 @@
 // credentials go to which host.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -63,9 +64,15 @@ struct HttpResponse {
 struct TransportOptions {
   std::string ca_file;  // extra CA bundle, added to the system store
   long connect_timeout_ms = 10000;
+  // A peer that has not begun its answer (status line) this long after the request started is
+  // given up on: catches a black hole that accepts connections and never answers. 0: no limit.
+  long response_timeout_ms = 0;
   // A transfer moving less than 1 byte/s for this long is aborted (catches stalled peers).
   long stall_timeout_s = 30;
   size_t max_body_bytes = 8 * 1024 * 1024;
+  // When set and true, requests are refused (kAborted) and transfers in progress abort within
+  // about a second: lets a server shut down without waiting out stalled peers.
+  std::shared_ptr<const std::atomic<bool>> cancel;
 };
 
 class HttpTransport {
@@ -77,7 +84,8 @@ class HttpTransport {
 
   // Performs one request. Returns the response for any HTTP status (including 4xx/5xx);
   // returns kUnavailable for connection failures, resets and timeouts, kInvalidArgument for an
-  // unusable URL, or the sink's/reader's own error when one of them aborted.
+  // unusable URL, kAborted when cancelled, or the sink's/reader's own error when one of them
+  // aborted.
   // If `sink` is given, 2xx bodies go to it (never buffered); other bodies are buffered.
   Result<HttpResponse> Perform(const HttpRequest& request, const BodySink& sink = nullptr);
 

@@ -81,6 +81,13 @@ class RegistryClient {
   virtual Status GetBlob(const std::string& repo, const oci::Descriptor& blob,
                          const std::function<Status(const char*, size_t)>& sink) = 0;
 
+  // Like GetBlob, for a blob whose size is not known in advance: the size is the registry's own
+  // Content-Length for this digest (kUnavailable if it sends none), reported once to `on_size`
+  // before the first byte reaches `sink`. A non-ok Status from `on_size` aborts the download.
+  virtual Status FetchBlob(const std::string& repo, const oci::Digest& digest,
+                           const std::function<Status(uint64_t size)>& on_size,
+                           const std::function<Status(const char*, size_t)>& sink) = 0;
+
   // POST /v2/<repo>/blobs/uploads/, with ?mount=&from= when `mount_from` is set.
   virtual Result<UploadTarget> StartUpload(const std::string& repo, const oci::Digest& digest,
                                            const std::string& mount_from) = 0;
@@ -103,7 +110,8 @@ class RegistryClient {
   virtual Result<std::vector<std::string>> ListTags(const std::string& repo) = 0;
 
   // One GET of `path_and_query` (below /v2/<repo>/) with auth and retries; any HTTP status is
-  // returned as a response (for pass-through endpoints: tags/list pages, referrers).
+  // returned as a response (for pass-through endpoints: tags/list pages, referrers). A redirect
+  // to another origin is not followed (kUnavailable): only blob downloads may leave the registry.
   virtual Result<HttpResponse> GetRaw(const std::string& repo,
                                       const std::string& path_and_query) = 0;
 
@@ -117,14 +125,18 @@ struct ClientOptions {
   RetryPolicy retry;
   // Hosts (host[:port]) that may be reached over plain HTTP; loopback always may.
   std::vector<std::string> insecure_registries;
+  // The registry is configured as http://: speak plain HTTP only, never try TLS first.
+  bool plain_http = false;
   // Ask tokens for pull,push (a destination) instead of pull.
   bool push = false;
   // Called after every HTTP exchange with the registry (status 0: no response), e.g. for metrics.
   std::function<void(const std::string& method, long status)> on_response;
 };
 
-// The Retry-After seconds a kRateLimited Status from this module carries (0 if none).
+// The Retry-After seconds a kRateLimited or kUnavailable Status carries (0 if none): the text
+// "; retry after N" at the end of its message, as WithRetryAfter writes it.
 int64_t RetryAfterSeconds(const Status& status);
+Status WithRetryAfter(const Status& status, int64_t seconds);
 
 // Creates a client for a normalized registry name (see oci::ParseReference).
 std::unique_ptr<RegistryClient> NewRegistryClient(const std::string& registry,

@@ -22,6 +22,15 @@ std::string ScopeKey(std::vector<std::string> scopes) {
   return key;
 }
 
+// "http://host:port/x" -> "host" (lowercase, without port or brackets).
+std::string HostOfUrl(const std::string& url) {
+  std::string origin = UrlOrigin(url);
+  size_t scheme = origin.find("://");
+  std::string host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
+  if (StartsWith(host, "[")) return host.substr(0, host.find(']') + 1);
+  return host.substr(0, host.find(':'));
+}
+
 std::string WithQuery(const std::string& url, const std::string& query) {
   return url + (url.find('?') == std::string::npos ? "?" : "&") + query;
 }
@@ -81,11 +90,12 @@ Status StatusFromResponse(const HttpResponse& r, const std::string& what) {
         code = Code::kInvalidArgument;
       }
   }
-  if (r.status == 429) {
-    std::string ra = r.headers.Get("Retry-After");
-    if (!ra.empty()) msg += "; retry after " + ra;
+  Status status(code, msg);
+  if (r.status == 429 || r.status == 503) {
+    auto ra = ParseRetryAfter(r.headers.Get("Retry-After"), std::chrono::system_clock::now());
+    if (ra) status = WithRetryAfter(status, ra->count());
   }
-  return Status(code, msg);
+  return status;
 }
 
 std::unique_ptr<RegistryClient> NewRegistryClient(const std::string& registry,
@@ -166,8 +176,11 @@ Status RegistryClientImpl::EnsurePinged() {
   // plain HTTP, in which case we fall back.
   std::vector<std::pair<std::string, bool>> candidates = {{"https://" + host_, !may_use_http}};
   if (may_use_http) candidates.push_back({"http://" + host_, false});
+  // Configured as http://: a TLS hello would only cost a timeout on a server that ignores it.
+  if (options_.plain_http) candidates = {{"http://" + host_, false}};
 
   Status last;
+  const auto start = std::chrono::steady_clock::now();
   for (int attempt = 1; attempt <= options_.retry.max_attempts; ++attempt) {
     for (const auto& [origin, verify] : candidates) {
       HttpRequest req;
@@ -182,6 +195,7 @@ Status RegistryClientImpl::EnsurePinged() {
       }
       if (r->status >= 500 || r->status == 429) {
         last = StatusFromResponse(*r, "ping " + origin);
+        if (r->status == 429 && !options_.retry.retry_rate_limited) return last;
         break;
       }
       std::lock_guard<std::mutex> lock(mu_);
@@ -198,9 +212,8 @@ Status RegistryClientImpl::EnsurePinged() {
       pinged_ = true;
       return Status::Ok();
     }
-    if (attempt < options_.retry.max_attempts) {
-      std::this_thread::sleep_for(options_.retry.Backoff(attempt));
-    }
+    if (last.code() == Code::kAborted || !MayRetry(attempt, start)) break;
+    std::this_thread::sleep_for(options_.retry.Backoff(attempt));
   }
   return Status(last.code() == Code::kOk ? Code::kUnavailable : last.code(),
                 "cannot reach registry " + registry_ + ": " + last.message());
@@ -214,7 +227,11 @@ Result<BearerToken> RegistryClientImpl::FetchToken(const AuthChallenge& challeng
                   registry_ + " sent a Bearer challenge without a usable realm");
   }
   Credentials creds;
-  if (credentials_) {
+  // Credentials travel only over TLS, or to the registry's own host: a challenge naming a realm
+  // elsewhere over plain HTTP would hand them to whoever answers there.
+  const bool realm_trusted =
+      StartsWith(realm, "https://") || HostOfUrl(realm) == HostOfUrl(origin_);
+  if (credentials_ && realm_trusted) {
     RC_ASSIGN_OR_RETURN(creds, credentials_->Resolve(registry_));
   }
   std::string service = challenge.Param("service");
@@ -240,6 +257,7 @@ Result<BearerToken> RegistryClientImpl::FetchToken(const AuthChallenge& challeng
     }
   }
   Status last;
+  const auto start = std::chrono::steady_clock::now();
   for (int attempt = 1; attempt <= options_.retry.max_attempts; ++attempt) {
     Count(req.method, false);
     auto r = transport_.Perform(req);
@@ -249,6 +267,7 @@ Result<BearerToken> RegistryClientImpl::FetchToken(const AuthChallenge& challeng
     if (r.ok() && !IsRetryableHttpStatus(r->status)) {
       Status s = StatusFromResponse(*r, "token request to " + realm);
       if (r->status == 401 || r->status == 403) {
+        if (credentials_ && !creds.empty()) credentials_->Invalidate(registry_);
         return Status(
             Code::kUnauthenticated,
             s.message() + (creds.empty() ? " (no credentials configured for " + registry_ + ")"
@@ -257,9 +276,9 @@ Result<BearerToken> RegistryClientImpl::FetchToken(const AuthChallenge& challeng
       return s;
     }
     last = r.ok() ? StatusFromResponse(*r, "token request to " + realm) : r.status();
-    if (attempt < options_.retry.max_attempts) {
-      std::this_thread::sleep_for(options_.retry.Backoff(attempt));
-    }
+    if (last.code() == Code::kAborted || !MayRetry(attempt, start)) break;
+    if (last.code() == Code::kRateLimited && !options_.retry.retry_rate_limited) break;
+    std::this_thread::sleep_for(options_.retry.Backoff(attempt));
   }
   return last;
 }
@@ -334,10 +353,24 @@ Result<HttpResponse> RegistryClientImpl::SendOnce(const Call& call,
     if (!IsRedirect(r->status)) return r;
     std::string location = r->headers.Get("Location");
     if (location.empty()) return r;
-    url = ResolveUrl(url, location);
+    std::string next = ResolveUrl(url, location);
+    if (!call.cross_origin_redirects && UrlOrigin(next) != ToLower(origin)) {
+      return Unavailable(registry_ + " redirected " + call.url + " to another host, which is " +
+                         "only followed for blob downloads");
+    }
+    url = next;
     if (r->status == 303) method = "GET";
   }
   return Unavailable("too many redirects for " + call.url);
+}
+
+bool RegistryClientImpl::MayRetry(int attempt, std::chrono::steady_clock::time_point start) const {
+  if (attempt >= options_.retry.max_attempts) return false;
+  if (options_.retry.max_elapsed.count() > 0 &&
+      std::chrono::steady_clock::now() - start >= options_.retry.max_elapsed) {
+    return false;
+  }
+  return true;
 }
 
 Result<HttpResponse> RegistryClientImpl::Execute(const Call& call) {
@@ -345,11 +378,14 @@ Result<HttpResponse> RegistryClientImpl::Execute(const Call& call) {
   RC_ASSIGN_OR_RETURN(std::string authorization, Authorization(call.scopes, nullptr));
   bool reauthorized = false;
   const int max_attempts = call.retry ? options_.retry.max_attempts : 1;
+  const auto start = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
     auto r = SendOnce(call, authorization);
     if (r.ok() && r->status == 401 && !reauthorized) {
-      // Token expired, or the registry wants other scopes / Basic credentials: ask once more.
+      // Token expired, or the registry wants other scopes / Basic credentials: ask once more,
+      // with credentials read afresh (a helper's may have expired, e.g. ECR's 12 h password).
       reauthorized = true;
+      if (credentials_ && !authorization.empty()) credentials_->Invalidate(registry_);
       std::optional<AuthChallenge> challenge;
       for (const auto& c : ParseWwwAuthenticate(r->headers.Get("WWW-Authenticate"))) {
         if (c.scheme == "bearer" || c.scheme == "basic") challenge = c;
@@ -363,7 +399,8 @@ Result<HttpResponse> RegistryClientImpl::Execute(const Call& call) {
     }
     bool retryable =
         !r.ok() ? r.status().code() == Code::kUnavailable : IsRetryableHttpStatus(r->status);
-    if (!retryable || attempt >= max_attempts) return r;
+    if (r.ok() && r->status == 429 && !options_.retry.retry_rate_limited) retryable = false;
+    if (!retryable || attempt >= max_attempts || !MayRetry(attempt, start)) return r;
     auto delay = options_.retry.Backoff(attempt);
     if (r.ok() && r->status == 429) {
       auto ra = ParseRetryAfter(r->headers.Get("Retry-After"), std::chrono::system_clock::now());
@@ -454,7 +491,20 @@ Result<std::optional<uint64_t>> RegistryClientImpl::StatBlob(const std::string& 
 
 Status RegistryClientImpl::GetBlob(const std::string& repo, const oci::Descriptor& blob,
                                    const std::function<Status(const char*, size_t)>& sink) {
-  oci::DigestHasher hasher(blob.digest.algorithm());
+  return DownloadBlob(repo, blob.digest, blob.size, nullptr, sink);
+}
+
+Status RegistryClientImpl::FetchBlob(const std::string& repo, const oci::Digest& digest,
+                                     const std::function<Status(uint64_t size)>& on_size,
+                                     const std::function<Status(const char*, size_t)>& sink) {
+  return DownloadBlob(repo, digest, std::nullopt, on_size, sink);
+}
+
+Status RegistryClientImpl::DownloadBlob(const std::string& repo, const oci::Digest& digest,
+                                        std::optional<uint64_t> size,
+                                        const std::function<Status(uint64_t size)>& on_size,
+                                        const std::function<Status(const char*, size_t)>& sink) {
+  oci::DigestHasher hasher(digest.algorithm());
   uint64_t received = 0;  // verified-in-order bytes handed to the sink
   int failures = 0;
   Status last;
@@ -463,17 +513,33 @@ Status RegistryClientImpl::GetBlob(const std::string& repo, const oci::Descripto
     uint64_t skip = 0;  // bytes to drop when the server ignored our Range
     uint64_t at_start = received;
     Call call;
-    call.url = BlobUrl(repo, blob.digest);
+    call.url = BlobUrl(repo, digest);
     call.scopes = ScopesFor(repo);
     call.retry = false;  // this loop retries, resuming with Range instead of starting over
+    call.cross_origin_redirects = true;  // CDNs and object stores serve the bytes
     if (received > 0) call.headers.push_back({"Range", "bytes=" + std::to_string(received) + "-"});
     call.on_headers = [&](long status, const HttpHeaders& headers) -> Status {
       if (received > 0 && status == 200) skip = received;  // full body again
-      if (received > 0 && status == 206) {
+      std::optional<uint64_t> total;
+      if (status == 200) {
+        total = ParseUint(headers.Get("Content-Length"));
+      } else if (status == 206) {
         std::string cr = headers.Get("Content-Range");
         if (!StartsWith(cr, "bytes " + std::to_string(received) + "-")) {
           return Unavailable("registry answered a resume with Content-Range '" + cr + "'");
         }
+        size_t slash = cr.rfind('/');
+        if (slash != std::string::npos) total = ParseUint(cr.substr(slash + 1));
+      }
+      if (!size) {
+        // The size comes from the registry's own answer for this digest, never from a
+        // descriptor someone else wrote.
+        if (!total) return Unavailable("registry sent blob " + digest.str() + " without a length");
+        size = *total;
+        if (on_size) RC_RETURN_IF_ERROR(on_size(*size));
+      } else if (total && *total != *size) {
+        return Integrity("blob " + digest.str() + " is " + std::to_string(*total) +
+                         " bytes upstream, not the " + std::to_string(*size) + " expected");
       }
       return Status::Ok();
     };
@@ -485,9 +551,9 @@ Status RegistryClientImpl::GetBlob(const std::string& repo, const oci::Descripto
         n -= drop;
         if (n == 0) return Status::Ok();
       }
-      if (received + n > blob.size) {
-        return Integrity("blob " + blob.digest.str() + " is larger than its declared " +
-                         std::to_string(blob.size) + " bytes");
+      if (!size || received + n > *size) {
+        return Integrity("blob " + digest.str() + " is larger than its declared " +
+                         std::to_string(size.value_or(0)) + " bytes");
       }
       hasher.Update(data, n);
       received += n;
@@ -496,12 +562,18 @@ Status RegistryClientImpl::GetBlob(const std::string& repo, const oci::Descripto
     call.sink = &wrapped;
     auto r = Execute(call);
     if (r.ok() && (r->status == 200 || r->status == 206)) {
-      if (received == blob.size) break;
-      last = Unavailable("blob " + blob.digest.str() + " ended after " + std::to_string(received) +
-                         " of " + std::to_string(blob.size) + " bytes");
+      // An empty body never triggers on_headers (it runs before the first body byte).
+      if (!size && received == 0 && ParseUint(r->headers.Get("Content-Length")) == uint64_t{0}) {
+        size = 0;
+        if (on_size) RC_RETURN_IF_ERROR(on_size(0));
+      }
+      if (size && received == *size) break;
+      last = Unavailable("blob " + digest.str() + " ended after " + std::to_string(received) +
+                         " of " + std::to_string(size.value_or(0)) + " bytes");
     } else if (r.ok()) {
-      Status s = StatusFromResponse(*r, "GET blob " + blob.digest.str());
+      Status s = StatusFromResponse(*r, "GET blob " + digest.str());
       if (s.code() != Code::kUnavailable && s.code() != Code::kRateLimited) return s;
+      if (s.code() == Code::kRateLimited && !options_.retry.retry_rate_limited) return s;
       last = s;
     } else {
       if (r.status().code() != Code::kUnavailable) return r.status();
@@ -515,9 +587,9 @@ Status RegistryClientImpl::GetBlob(const std::string& repo, const oci::Descripto
     std::this_thread::sleep_for(options_.retry.Backoff(failures));
   }
   oci::Digest got = hasher.Finish();
-  if (!(got == blob.digest)) {
-    return Integrity("blob " + blob.digest.str() + " from " + registry_ + "/" + repo +
-                     " hashes to " + got.str() + "; the source served corrupted content");
+  if (!(got == digest)) {
+    return Integrity("blob " + digest.str() + " from " + registry_ + "/" + repo + " hashes to " +
+                     got.str() + "; the source served corrupted content");
   }
   return Status::Ok();
 }
@@ -660,10 +732,15 @@ Result<HttpResponse> RegistryClientImpl::GetRaw(const std::string& repo,
   return Execute(call);
 }
 
+Status WithRetryAfter(const Status& status, int64_t seconds) {
+  if (status.ok() || seconds <= 0) return status;
+  return Status(status.code(), status.message() + "; retry after " + std::to_string(seconds));
+}
+
 int64_t RetryAfterSeconds(const Status& status) {
-  if (status.code() != Code::kRateLimited) return 0;
+  if (status.code() != Code::kRateLimited && status.code() != Code::kUnavailable) return 0;
   const std::string key = "; retry after ";
-  size_t at = status.message().find(key);
+  size_t at = status.message().rfind(key);
   if (at == std::string::npos) return 0;
   size_t start = at + key.size();
   size_t end = start;

@@ -23,6 +23,9 @@ class RegistryClientImpl : public RegistryClient {
                                            const oci::Digest& digest) override;
   Status GetBlob(const std::string& repo, const oci::Descriptor& blob,
                  const std::function<Status(const char*, size_t)>& sink) override;
+  Status FetchBlob(const std::string& repo, const oci::Digest& digest,
+                   const std::function<Status(uint64_t size)>& on_size,
+                   const std::function<Status(const char*, size_t)>& sink) override;
   Result<UploadTarget> StartUpload(const std::string& repo, const oci::Digest& digest,
                                    const std::string& mount_from) override;
   Status CompleteUpload(const std::string& repo, const UploadTarget& target,
@@ -50,7 +53,16 @@ class RegistryClientImpl : public RegistryClient {
     std::function<Status(long, const HttpHeaders&)> on_headers;
     const BodySink* sink = nullptr;
     bool is_manifest = false;
+    bool cross_origin_redirects = false;  // blob downloads only
   };
+
+  // GetBlob and FetchBlob: `size` nullopt means learn it from the registry's answer.
+  Status DownloadBlob(const std::string& repo, const oci::Digest& digest,
+                      std::optional<uint64_t> size,
+                      const std::function<Status(uint64_t size)>& on_size,
+                      const std::function<Status(const char*, size_t)>& sink);
+  // Whether attempt `attempt` (1-based) may be followed by another under the retry policy.
+  bool MayRetry(int attempt, std::chrono::steady_clock::time_point start) const;
 
   Status EnsurePinged();
   Result<HttpResponse> Execute(const Call& call);

@@ -13,6 +13,11 @@ struct RetryPolicy {
   std::chrono::milliseconds max_delay{10000};
   // A 429 asking us to wait longer than this is reported instead of waited out.
   std::chrono::seconds max_retry_after{60};
+  // false: a 429 is reported at once, never slept on (a server must not park a thread on it).
+  bool retry_rate_limited = true;
+  // No retry starts once this much time has passed since the first attempt (0: no limit). Keeps
+  // one logical request within a caller's deadline.
+  std::chrono::milliseconds max_elapsed{0};
 
   // Delay before retry number `retry` (1-based): base * 2^(retry-1), capped, with "full jitter"
   // between half and all of it, so parallel clients do not retry in lockstep.
