@@ -2,9 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/post.hpp>
-#include <boost/asio/thread_pool.hpp>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "app/exit_codes.h"
 #include "cache/pull_through.h"
@@ -27,19 +28,28 @@ int RunServe(const ServeConfig& config) {
   auto meta = metadata::OpenSqliteMetadataStore(config.data_dir + "/metadata.db");
   if (!meta.ok()) return ReportFailure(meta.status());
   cache::Metrics metrics;
-  auto upstreams = cache::UpstreamSet::Create(config.upstreams, config.default_upstream, &metrics);
+  auto upstreams = cache::UpstreamSet::Create(config.upstreams, config.default_upstream, &metrics,
+                                              "", config.policy);
   if (!upstreams.ok()) return ReportFailure(upstreams.status());
 
-  // Fills run on their own pool so long downloads never starve short lookups.
-  boost::asio::thread_pool fills(static_cast<size_t>(config.fill_threads));
-  cache::PullThroughCache cache(**blobs, **meta, metrics, [&fills](std::function<void()> task) {
-    boost::asio::post(fills, std::move(task));
-  });
+  cache::PullThroughCache cache(**blobs, **meta, metrics, config.cache);
   auto server = http::CreateServer(config.server, cache, **upstreams, metrics);
   if (!server.ok()) {
-    fills.join();
+    (*upstreams)->Shutdown();
     return ReportFailure(server.status());
   }
+  // Tag accesses are recorded in memory by hits and written in batches.
+  std::mutex flush_mu;
+  std::condition_variable flush_cv;
+  bool stop_flush = false;
+  std::thread flusher([&] {
+    std::unique_lock<std::mutex> lock(flush_mu);
+    while (!flush_cv.wait_for(lock, std::chrono::seconds(30), [&] { return stop_flush; })) {
+      lock.unlock();
+      cache.FlushAccess();
+      lock.lock();
+    }
+  });
   std::string names;
   for (auto* u : (*upstreams)->All()) {
     names += (names.empty() ? "" : ", ") + u->name() +
@@ -47,9 +57,15 @@ int RunServe(const ServeConfig& config) {
   }
   spdlog::info("regcache serve listening on {}:{}, data in {}, upstreams: {}", config.server.host,
                (*server)->port(), config.data_dir, names);
-  (*server)->Run();
+  (*server)->Run();  // returns with all upstream work cancelled and drained
+  {
+    std::lock_guard<std::mutex> lock(flush_mu);
+    stop_flush = true;
+  }
+  flush_cv.notify_all();
+  flusher.join();
+  cache.FlushAccess();
   server->reset();
-  fills.join();  // fills finish (or fail) on their own; none is left half-visible
   spdlog::info("stopped");
   return kExitOk;
 }

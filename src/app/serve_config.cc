@@ -8,18 +8,63 @@
 namespace regcache::app {
 namespace {
 
+// A positive count from `key`, if present.
+Status LoadCount(const YAML::Node& root, const char* key, size_t* out) {
+  if (!root[key]) return Status::Ok();
+  auto v = root[key].as<int64_t>();
+  if (v < 1 || v > 1000000) return InvalidArgument(std::string(key) + " must be at least 1");
+  *out = static_cast<size_t>(v);
+  return Status::Ok();
+}
+
+template <typename Duration>
+Status LoadDuration(const YAML::Node& root, const char* key, Duration* out) {
+  if (!root[key]) return Status::Ok();
+  RC_ASSIGN_OR_RETURN(auto ms, copy::ParseDurationMs(root[key].as<std::string>()));
+  *out = std::chrono::duration_cast<Duration>(ms);
+  return Status::Ok();
+}
+
+// How regcache treats its upstreams and clients when things go wrong (docs/serve.md).
+Status LoadPolicy(const YAML::Node& root, ServeConfig* c) {
+  auto& p = c->policy;
+  RC_RETURN_IF_ERROR(LoadCount(root, "upstream_concurrency", &p.request_threads));
+  RC_RETURN_IF_ERROR(LoadCount(root, "upstream_queue", &p.request_queue));
+  RC_RETURN_IF_ERROR(LoadCount(root, "fill_threads", &p.fill_threads));
+  RC_RETURN_IF_ERROR(LoadCount(root, "fill_queue", &p.fill_queue));
+  RC_RETURN_IF_ERROR(LoadCount(root, "max_connections", &c->server.max_connections));
+  size_t failures = static_cast<size_t>(p.breaker.failures);
+  RC_RETURN_IF_ERROR(LoadCount(root, "breaker_failures", &failures));
+  p.breaker.failures = static_cast<int>(failures);
+  RC_RETURN_IF_ERROR(LoadDuration(root, "upstream_timeout", &p.timeout));
+  RC_RETURN_IF_ERROR(LoadDuration(root, "breaker_open", &p.breaker.open_for));
+  RC_RETURN_IF_ERROR(LoadDuration(root, "revalidate_wait", &c->server.revalidate_wait));
+  RC_RETURN_IF_ERROR(LoadDuration(root, "negative_ttl", &c->cache.negative_ttl));
+  RC_RETURN_IF_ERROR(LoadDuration(root, "write_timeout", &c->server.write_timeout));
+  RC_RETURN_IF_ERROR(LoadDuration(root, "fill_start_timeout", &c->server.fill_start_timeout));
+  if (p.timeout.count() < 100) return InvalidArgument("upstream_timeout must be at least 100ms");
+  if (c->server.write_timeout.count() < 1) return InvalidArgument("write_timeout must be >= 1s");
+  p.breaker.max_open_for = std::max(p.breaker.max_open_for, p.breaker.open_for);
+  // A blob may stall mid-body longer than a request may take to begin.
+  p.stall = std::max(p.stall, std::chrono::duration_cast<std::chrono::seconds>(p.timeout));
+  return Status::Ok();
+}
+
 Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (!root.IsMap()) return InvalidArgument("serve config must be a YAML mapping");
   RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
       root,
       {"listen", "data_dir", "default_upstream", "upstreams", "io_threads", "worker_threads",
-       "fill_threads", "shutdown_grace", "idle_timeout", "access_log", "log_level"},
+       "fill_threads", "shutdown_grace", "idle_timeout", "access_log", "log_level",
+       "upstream_timeout", "upstream_concurrency", "upstream_queue", "fill_queue",
+       "revalidate_wait", "negative_ttl", "breaker_failures", "breaker_open", "write_timeout",
+       "max_connections", "fill_start_timeout"},
       "serve config"));
   if (root["listen"]) RC_RETURN_IF_ERROR(ParseListen(root["listen"].as<std::string>(), &c->server));
   if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
   if (root["io_threads"]) c->server.io_threads = root["io_threads"].as<int>();
   if (root["worker_threads"]) c->server.worker_threads = root["worker_threads"].as<int>();
-  if (root["fill_threads"]) c->fill_threads = root["fill_threads"].as<int>();
+  RC_RETURN_IF_ERROR(LoadPolicy(root, c));
   if (root["access_log"]) c->server.access_log = root["access_log"].as<bool>();
   if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
   if (root["shutdown_grace"]) {
@@ -30,7 +75,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
     RC_ASSIGN_OR_RETURN(c->server.idle_timeout,
                         copy::ParseDuration(root["idle_timeout"].as<std::string>()));
   }
-  if (c->server.io_threads < 1 || c->server.worker_threads < 1 || c->fill_threads < 1) {
+  if (c->server.io_threads < 1 || c->server.worker_threads < 1) {
     return InvalidArgument("thread counts must be at least 1");
   }
   if (auto ups = root["upstreams"]) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "cache/pull_through.h"
 #include "cache/upstream_set.h"
 #include "http/server.h"
 
@@ -15,7 +16,8 @@ struct ServeConfig {
   std::string data_dir = "./regcache-data";
   std::vector<cache::UpstreamConfig> upstreams = cache::EmbeddedUpstreams();
   std::string default_upstream = "docker.io";
-  int fill_threads = 16;
+  cache::UpstreamPolicy policy;   // per-upstream threads, deadlines, breaker
+  cache::CacheOptions cache;      // negative caching, revalidation back-off
   std::string log_level = "info";
 };
 

@@ -7,11 +7,22 @@
 
 namespace regcache::cache {
 
-Fill::Fill(oci::Digest digest, uint64_t size, int read_fd)
-    : digest_(std::move(digest)), size_(size), fd_(read_fd) {}
+Fill::Fill(oci::Digest digest, std::string repo, int read_fd)
+    : digest_(std::move(digest)), repo_(std::move(repo)), fd_(read_fd) {}
 
 Fill::~Fill() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+void Fill::Start(uint64_t size) {
+  std::vector<std::function<void()>> wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    started_ = true;
+    size_ = size;
+    wake.swap(waiters_);
+  }
+  for (auto& w : wake) w();
 }
 
 void Fill::Progress(uint64_t written) {
@@ -29,23 +40,30 @@ void Fill::Complete(Status status) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     done_ = true;
+    if (status.ok() && !started_) status = Internal("fill completed without a size");
     status_ = std::move(status);
     wake.swap(waiters_);
   }
   for (auto& w : wake) w();
 }
 
-Fill::State Fill::Snapshot() {
-  std::lock_guard<std::mutex> lock(mu_);
+Fill::State Fill::SnapshotLocked() const {
   State s;
+  s.started = started_;
+  s.size = size_;
   s.done = done_;
   s.status = status_;
   if (done_ && status_.ok()) {
     s.readable = size_;
-  } else if (!done_) {
+  } else if (!done_ && started_) {
     s.readable = size_ == 0 ? 0 : std::min(written_, size_ - 1);
   }
   return s;
+}
+
+Fill::State Fill::Snapshot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SnapshotLocked();
 }
 
 Result<size_t> Fill::ReadAt(char* buf, size_t max, uint64_t offset) {
@@ -58,11 +76,11 @@ Result<size_t> Fill::ReadAt(char* buf, size_t max, uint64_t offset) {
   }
 }
 
-void Fill::WaitForChange(uint64_t seen_readable, std::function<void()> wake) {
+void Fill::WaitForChange(const State& seen, std::function<void()> wake) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    uint64_t readable = done_ ? size_ : (size_ == 0 ? 0 : std::min(written_, size_ - 1));
-    if (!done_ && readable == seen_readable) {
+    State now = SnapshotLocked();
+    if (now.started == seen.started && now.readable == seen.readable && now.done == seen.done) {
       waiters_.push_back(std::move(wake));
       return;
     }

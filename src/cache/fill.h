@@ -2,10 +2,12 @@
 //
 // The fill writes to a temp file; readers pread the same file through a descriptor the fill holds
 // open (so the final rename does not disturb them) and wait for progress when they catch up.
-// Readers may take every byte except the blob's last one until the fill has verified the digest
-// and committed: a client can never receive a complete, unverified blob. When a fill fails, its
-// readers are cut off (their Content-Length is not met, so they retry) and the next request
-// starts a new fill.
+// The blob's size is the upstream's own answer for this digest (Start), known before any reader
+// sends a status line: a client is never answered 200 before upstream answered, and never with a
+// length taken from some repository's descriptor. Readers may take every byte except the blob's
+// last one until the fill has verified the digest and committed: a client can never receive a
+// complete, unverified blob. When a fill fails, its readers are cut off (their Content-Length is
+// not met, so they retry) and the next request starts a new fill.
 #pragma once
 
 #include <cstdint>
@@ -21,22 +23,27 @@ namespace regcache::cache {
 
 class Fill {
  public:
-  Fill(oci::Digest digest, uint64_t size, int read_fd);
+  // `repo` is the repository the download goes through (upstream-side name).
+  Fill(oci::Digest digest, std::string repo, int read_fd);
   ~Fill();
   Fill(const Fill&) = delete;
   Fill& operator=(const Fill&) = delete;
 
   const oci::Digest& digest() const { return digest_; }
+  const std::string& repo() const { return repo_; }
   // The descriptor readers may pread/sendfile from (valid for the life of the Fill).
   int fd() const { return fd_; }
-  uint64_t size() const { return size_; }
 
-  // Writer side.
+  // Writer side: Start once upstream answered with the blob's size, then Progress, then
+  // Complete (ok: verified and committed). Complete without Start is a failure before any byte.
+  void Start(uint64_t size);
   void Progress(uint64_t written);
-  void Complete(Status status);  // ok: verified and committed
+  void Complete(Status status);
 
   // Reader side.
   struct State {
+    bool started = false;   // upstream answered; `size` is known
+    uint64_t size = 0;
     uint64_t readable = 0;  // bytes a reader may take now (last byte held until verified)
     bool done = false;
     Status status;
@@ -44,15 +51,19 @@ class Fill {
   State Snapshot();
   // Reads up to `max` bytes at `offset` from the (temp or committed) file.
   Result<size_t> ReadAt(char* buf, size_t max, uint64_t offset);
-  // Calls `wake` once, on the next progress or completion; at once if `seen` is already stale
-  // (the state moved past what the caller saw), so no wake-up is ever lost.
-  void WaitForChange(uint64_t seen_readable, std::function<void()> wake);
+  // Calls `wake` once, on the next start, progress or completion; at once if the state already
+  // moved past `seen`, so no wake-up is ever lost. Every pending `wake` runs by Complete.
+  void WaitForChange(const State& seen, std::function<void()> wake);
 
  private:
+  State SnapshotLocked() const;
+
   const oci::Digest digest_;
-  const uint64_t size_;
+  const std::string repo_;
   const int fd_;
   std::mutex mu_;
+  bool started_ = false;
+  uint64_t size_ = 0;
   uint64_t written_ = 0;
   bool done_ = false;
   Status status_;

@@ -15,7 +15,13 @@ TEST(FillTest, ReadersFollowTheWriterAndGetTheLastByteOnlyWhenVerified) {
   int wfd = mkstemp(path);
   ASSERT_GE(wfd, 0);
   int rfd = open(path, O_RDONLY);
-  Fill fill(oci::Digest::Of("x"), 10, rfd);
+  Fill fill(oci::Digest::Of("x"), "library/app", rfd);
+  EXPECT_FALSE(fill.Snapshot().started);
+  std::atomic<bool> started{false};
+  fill.WaitForChange(fill.Snapshot(), [&] { started = true; });
+  fill.Start(10);  // upstream answered: readers may send their status line now
+  EXPECT_TRUE(started);
+  EXPECT_EQ(fill.Snapshot().size, 10u);
   EXPECT_EQ(fill.Snapshot().readable, 0u);
   ASSERT_EQ(write(wfd, "0123456789", 10), 10);
   fill.Progress(10);
@@ -27,14 +33,14 @@ TEST(FillTest, ReadersFollowTheWriterAndGetTheLastByteOnlyWhenVerified) {
   EXPECT_EQ(std::string(buf, 4), "3456");
 
   std::atomic<bool> woke{false};
-  fill.WaitForChange(9, [&] { woke = true; });
+  fill.WaitForChange(s, [&] { woke = true; });
   EXPECT_FALSE(woke);
   fill.Complete(Status::Ok());
   EXPECT_TRUE(woke);
   EXPECT_EQ(fill.Snapshot().readable, 10u);
   // A waiter registering with a stale view is woken at once.
   bool immediate = false;
-  fill.WaitForChange(9, [&] { immediate = true; });
+  fill.WaitForChange(s, [&] { immediate = true; });
   EXPECT_TRUE(immediate);
   close(wfd);
   unlink(path);
@@ -43,13 +49,34 @@ TEST(FillTest, ReadersFollowTheWriterAndGetTheLastByteOnlyWhenVerified) {
 TEST(FillTest, FailedFillReportsItsError) {
   char path[] = "/tmp/regcache-fill-XXXXXX";
   int wfd = mkstemp(path);
-  Fill fill(oci::Digest::Of("x"), 100, open(path, O_RDONLY));
+  Fill fill(oci::Digest::Of("x"), "library/app", open(path, O_RDONLY));
+  fill.Start(100);
   fill.Progress(50);
   fill.Complete(Integrity("digest mismatch"));
   auto s = fill.Snapshot();
   EXPECT_TRUE(s.done);
   EXPECT_EQ(s.status.code(), Code::kIntegrity);
   EXPECT_EQ(s.readable, 0u);
+  close(wfd);
+  unlink(path);
+}
+
+TEST(FillTest, FailureBeforeUpstreamAnsweredIsNotAStart) {
+  char path[] = "/tmp/regcache-fill-XXXXXX";
+  int wfd = mkstemp(path);
+  Fill fill(oci::Digest::Of("x"), "library/app", open(path, O_RDONLY));
+  bool woke = false;
+  fill.WaitForChange(fill.Snapshot(), [&] { woke = true; });
+  fill.Complete(Unavailable("upstream answered 500"));
+  EXPECT_TRUE(woke);
+  auto s = fill.Snapshot();
+  EXPECT_FALSE(s.started);
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.status.code(), Code::kUnavailable);
+  // Completing ok without a size is a bug, reported as such rather than served.
+  Fill odd(oci::Digest::Of("y"), "library/app", open(path, O_RDONLY));
+  odd.Complete(Status::Ok());
+  EXPECT_EQ(odd.Snapshot().status.code(), Code::kInternal);
   close(wfd);
   unlink(path);
 }

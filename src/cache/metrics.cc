@@ -3,6 +3,44 @@
 #include <sstream>
 
 namespace regcache::cache {
+namespace {
+
+struct Help {
+  const char* name;
+  const char* type;
+  const char* text;
+};
+
+// Every labelled series rendered, in output order.
+constexpr Help kHelp[] = {
+    {"regcache_requests_total", "counter",
+     "Client requests by kind and cache result (negative: a remembered upstream 404)."},
+    {"regcache_upstream_requests_total", "counter",
+     "Requests sent upstream by method and status (0: no response)."},
+    {"regcache_upstream_refused_total", "counter",
+     "Upstream calls not made: reason=breaker (circuit open) or overload (queue full)."},
+    {"regcache_upstream_breaker_state", "gauge",
+     "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open."},
+    {"regcache_upstream_queue", "gauge", "Upstream calls queued or running, per upstream."},
+    {"regcache_connections_refused_total", "counter",
+     "Connections answered 503 and closed because the connection cap was reached."},
+    {"regcache_connections_evicted_total", "counter",
+     "Idle connections closed to make room for new ones at the connection cap."},
+    {"regcache_revalidations_total", "counter",
+     "Background tag revalidations by outcome (same, moved, gone, failed)."},
+};
+
+}  // namespace
+
+void Metrics::Count(const std::string& name, const std::string& labels, uint64_t by) {
+  std::lock_guard<std::mutex> lock(mu_);
+  counters_[{name, labels}] += by;
+}
+
+void Metrics::SetGauge(const std::string& name, const std::string& labels, int64_t value) {
+  std::lock_guard<std::mutex> lock(mu_);
+  gauges_[{name, labels}] = value;
+}
 
 void Metrics::Request(const std::string& kind, const std::string& result) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -30,17 +68,15 @@ uint64_t Metrics::Get(const std::string& name, const std::string& labels) {
 std::string Metrics::Render() {
   std::ostringstream out;
   std::lock_guard<std::mutex> lock(mu_);
-  out << "# HELP regcache_requests_total Client requests by kind and cache result.\n"
-         "# TYPE regcache_requests_total counter\n";
-  for (const auto& [key, v] : counters_) {
-    if (key.first == "regcache_requests_total")
-      out << key.first << "{" << key.second << "} " << v << "\n";
-  }
-  out << "# HELP regcache_upstream_requests_total Requests sent upstream by method and status "
-         "(0: no response).\n# TYPE regcache_upstream_requests_total counter\n";
-  for (const auto& [key, v] : counters_) {
-    if (key.first == "regcache_upstream_requests_total")
-      out << key.first << "{" << key.second << "} " << v << "\n";
+  for (const auto& h : kHelp) {
+    out << "# HELP " << h.name << " " << h.text << "\n# TYPE " << h.name << " " << h.type
+        << "\n";
+    for (const auto& [key, v] : counters_) {
+      if (key.first == h.name) out << key.first << "{" << key.second << "} " << v << "\n";
+    }
+    for (const auto& [key, v] : gauges_) {
+      if (key.first == h.name) out << key.first << "{" << key.second << "} " << v << "\n";
+    }
   }
   out << "# HELP regcache_bytes_served_total Bytes of blobs and manifests sent to clients.\n"
          "# TYPE regcache_bytes_served_total counter\nregcache_bytes_served_total "

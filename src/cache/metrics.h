@@ -17,6 +17,9 @@ class Metrics {
   // upstream_requests{upstream, method, status}
   void UpstreamRequest(const std::string& upstream, const std::string& method, long status);
   void SetRateLimitRemaining(const std::string& upstream, int64_t remaining);
+  // Any other counter or labelled gauge (names must be in the help table in metrics.cc).
+  void Count(const std::string& name, const std::string& labels, uint64_t by = 1);
+  void SetGauge(const std::string& name, const std::string& labels, int64_t value);
 
   std::atomic<uint64_t> bytes_served{0};
   std::atomic<uint64_t> bytes_fetched{0};
@@ -34,6 +37,7 @@ class Metrics {
   std::mutex mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> counters_;  // (name, labels) -> value
   std::map<std::string, int64_t> ratelimit_;
+  std::map<std::pair<std::string, std::string>, int64_t> gauges_;
 };
 
 }  // namespace regcache::cache

@@ -9,6 +9,31 @@
 #include "oci/manifest.h"
 
 namespace regcache::cache {
+namespace {
+
+// A blob larger than this is refused whatever its upstream claims (no registry stores one).
+constexpr uint64_t kMaxBlobBytes = 1ull << 40;
+// Bound on remembered 404s and on tags with a revalidation back-off.
+constexpr size_t kMaxRemembered = 100000;
+
+// tags/list and referrers pass any answer through; for the breaker, 5xx and 429 are failures.
+Result<upstream::HttpResponse> RawCall(Upstream& up, const std::string& repo,
+                                       const std::string& path) {
+  return up.Guarded([&]() -> Result<upstream::HttpResponse> {
+    auto r = up.client().GetRaw(repo, path);
+    if (!r.ok()) return r;
+    if (r->status == 429) {
+      auto ra = upstream::ParseRetryAfter(r->headers.Get("Retry-After"),
+                                          std::chrono::system_clock::now());
+      return upstream::WithRetryAfter(Status(Code::kRateLimited, "upstream answered 429"),
+                                      ra ? ra->count() : 0);
+    }
+    if (r->status >= 500) return Unavailable("upstream answered " + std::to_string(r->status));
+    return r;
+  });
+}
+
+}  // namespace
 
 int64_t NowSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -17,71 +42,92 @@ int64_t NowSeconds() {
 }
 
 PullThroughCache::PullThroughCache(storage::BlobStore& blobs, metadata::MetadataStore& meta,
-                                   Metrics& metrics, TaskRunner run_fill)
-    : blobs_(blobs), meta_(meta), metrics_(metrics), run_fill_(std::move(run_fill)) {}
+                                   Metrics& metrics, CacheOptions options)
+    : blobs_(blobs), meta_(meta), metrics_(metrics), options_(options), hot_(options.hot) {}
 
-std::shared_ptr<std::mutex> PullThroughCache::KeyLock(const std::string& key) {
-  std::lock_guard<std::mutex> lock(keys_mu_);
-  auto& weak = key_locks_[key];
-  auto m = weak.lock();
-  if (!m) {
-    m = std::make_shared<std::mutex>();
-    weak = m;
+// ---- negative cache -------------------------------------------------------------------------
+
+bool PullThroughCache::IsKnownMissing(const std::string& key) {
+  std::lock_guard<std::mutex> lock(negative_mu_);
+  auto it = negative_.find(key);
+  if (it == negative_.end()) return false;
+  if (it->second.expires_at <= NowSeconds()) {
+    negative_.erase(it);
+    return false;
   }
-  if (key_locks_.size() > 4096) {
-    for (auto it = key_locks_.begin(); it != key_locks_.end();) {
-      it = it->second.expired() ? key_locks_.erase(it) : std::next(it);
-    }
-  }
-  return m;
+  return true;
 }
+
+void PullThroughCache::RememberMissing(const std::string& key) {
+  if (options_.negative_ttl.count() <= 0) return;
+  const int64_t now = NowSeconds();
+  std::lock_guard<std::mutex> lock(negative_mu_);
+  if (negative_.size() >= kMaxRemembered) {
+    for (auto it = negative_.begin(); it != negative_.end();) {
+      it = it->second.expires_at <= now ? negative_.erase(it) : std::next(it);
+    }
+    if (negative_.size() >= kMaxRemembered) negative_.clear();
+  }
+  negative_[key] = NegativeEntry{now + options_.negative_ttl.count()};
+}
+
+// ---- access tracking ------------------------------------------------------------------------
 
 void PullThroughCache::NoteAccess(const std::string& upstream, const std::string& repo,
                                   const std::string& tag) {
+  std::string key = HotIndex::Key(upstream, repo, tag);
   const int64_t now = NowSeconds();
-  const std::string key = upstream + "|" + repo + "|" + tag;
+  std::lock_guard<std::mutex> lock(access_mu_);
+  auto& a = accessed_[key];
+  if (a.at == 0) a = metadata::TagAccess{upstream, repo, tag, now};
+  a.at = now;
+}
+
+void PullThroughCache::FlushAccess() {
+  std::unordered_map<std::string, metadata::TagAccess> batch;
   {
     std::lock_guard<std::mutex> lock(access_mu_);
-    auto& last = access_written_[key];
-    if (now - last < 60) return;
-    last = now;
-    if (access_written_.size() > 100000) access_written_.clear();
+    batch.swap(accessed_);
   }
-  Status s = meta_.TouchTagAccessed(upstream, repo, tag, now);
-  if (!s.ok()) spdlog::warn("recording access of {}/{}:{}: {}", upstream, repo, tag, s.ToString());
+  if (batch.empty()) return;
+  std::vector<metadata::TagAccess> rows;
+  rows.reserve(batch.size());
+  for (auto& [key, a] : batch) rows.push_back(std::move(a));
+  Status s = meta_.TouchTagsAccessed(rows);
+  if (!s.ok()) spdlog::warn("recording tag accesses: {}", s.ToString());
 }
 
-Result<ManifestResponse> PullThroughCache::ServeStored(const oci::Digest& digest, bool head) {
+// ---- manifests ------------------------------------------------------------------------------
+
+Result<std::shared_ptr<const CachedManifest>> PullThroughCache::LoadManifest(
+    const oci::Digest& digest) {
+  if (auto m = hot_.GetManifest(digest)) return m;
   RC_ASSIGN_OR_RETURN(auto media_type, meta_.GetManifestType(digest));
-  if (!media_type) return NotFound("manifest " + digest.str() + " has no recorded media type");
-  ManifestResponse r;
-  r.digest = digest;
-  r.media_type = *media_type;
-  if (head) {
-    RC_ASSIGN_OR_RETURN(auto size, blobs_.Stat(digest));
-    if (!size) return NotFound("manifest " + digest.str() + " is not stored");
-    r.size = *size;
-  } else {
-    RC_ASSIGN_OR_RETURN(r.bytes, blobs_.ReadAll(digest, oci::kMaxManifestBytes));
-    r.size = r.bytes.size();
+  if (!media_type) return std::shared_ptr<const CachedManifest>();
+  auto bytes = blobs_.ReadAll(digest, oci::kMaxManifestBytes);
+  if (!bytes.ok()) {
+    if (bytes.status().code() == Code::kNotFound) return std::shared_ptr<const CachedManifest>();
+    return bytes.status();
   }
-  return r;
+  auto m = std::make_shared<const CachedManifest>(CachedManifest{std::move(*bytes), *media_type});
+  hot_.PutManifest(digest, m);
+  return m;
 }
 
-Status PullThroughCache::StoreManifest(Upstream& up, const std::string& repo,
-                                       const upstream::FetchedManifest& m,
-                                       std::string* media_type) {
+Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
+    Upstream& up, const std::string& repo, const upstream::FetchedManifest& m) {
   auto parsed = oci::ParseManifest(m.bytes, m.info.media_type);
   if (!parsed.ok()) return parsed.status().WithContext("upstream manifest " + m.info.digest.str());
   // Served with the Content-Type it arrived with, when that names a manifest type.
-  *media_type =
+  std::string media_type =
       oci::IsManifestMediaType(m.info.media_type) ? m.info.media_type : parsed->media_type;
   RC_RETURN_IF_ERROR(blobs_.PutSmall(m.info.digest, m.bytes));
-  RC_RETURN_IF_ERROR(meta_.PutManifestType(m.info.digest, *media_type));
+  RC_RETURN_IF_ERROR(meta_.PutManifestType(m.info.digest, media_type));
   metrics_.bytes_fetched += m.bytes.size();
   const std::string& name = up.name();
   RC_RETURN_IF_ERROR(
       meta_.Link(name, repo, m.info.digest, metadata::ContentKind::kManifest, m.bytes.size()));
+  hot_.PutLink(HotIndex::Key(name, repo, m.info.digest.str()), m.bytes.size());
   // What this manifest references is, by construction, in this repository upstream.
   for (const auto& d : parsed->manifests) {
     RC_RETURN_IF_ERROR(meta_.Link(name, repo, d.digest, metadata::ContentKind::kManifest, d.size));
@@ -89,241 +135,434 @@ Status PullThroughCache::StoreManifest(Upstream& up, const std::string& repo,
   for (const auto& d : parsed->Blobs()) {
     RC_RETURN_IF_ERROR(meta_.Link(name, repo, d.digest, metadata::ContentKind::kBlob, d.size));
   }
+  auto cached = std::make_shared<const CachedManifest>(CachedManifest{m.bytes, media_type});
+  hot_.PutManifest(m.info.digest, cached);
+  return std::shared_ptr<const CachedManifest>(cached);
+}
+
+Status PullThroughCache::PutTag(Upstream& up, const std::string& repo, const std::string& tag,
+                                const metadata::TagRecord& record) {
+  RC_RETURN_IF_ERROR(meta_.PutTag(up.name(), repo, tag, record));
+  hot_.PutTag(HotIndex::Key(up.name(), repo, tag), record);
   return Status::Ok();
 }
 
-Result<ManifestResponse> PullThroughCache::GetManifest(Upstream& up, const std::string& repo,
-                                                       const std::string& reference, bool head) {
-  const std::string& name = up.name();
-  auto& client = up.client();
+Result<ManifestLookup> PullThroughCache::LookupManifest(Upstream& up, const std::string& repo,
+                                                        const std::string& reference,
+                                                        bool memory_only) {
+  const std::string key = HotIndex::Key(up.name(), repo, reference);
+  ManifestLookup out;
+  out.state = LookupState::kNeedStore;
   const bool by_digest = reference.find(':') != std::string::npos;
 
   if (by_digest) {
     RC_ASSIGN_OR_RETURN(oci::Digest d, oci::Digest::Parse(reference));
-    auto served = [&](const char* result) -> Result<ManifestResponse> {
-      auto r = ServeStored(d, head);
-      if (r.ok()) r->result = result;
-      return r;
-    };
-    RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(d));
-    RC_ASSIGN_OR_RETURN(auto linked, meta_.Linked(name, repo, d));
-    if (stored && linked) return served("hit");  // content by digest is immutable
-    auto key = KeyLock(name + "|" + repo + "|" + reference);
-    std::lock_guard<std::mutex> lock(*key);
-    RC_ASSIGN_OR_RETURN(stored, blobs_.Stat(d));
-    RC_ASSIGN_OR_RETURN(linked, meta_.Linked(name, repo, d));
-    if (stored && linked) return served("coalesced");
-    if (stored) {
-      // Stored through another repository: serve it here only once upstream confirms.
-      RC_ASSIGN_OR_RETURN(auto info, client.HeadManifest(repo, reference));
-      if (!(info.digest == d)) return NotFound("upstream answered with another digest");
-      RC_RETURN_IF_ERROR(meta_.Link(name, repo, d, metadata::ContentKind::kManifest, info.size));
-      return served("hit");
+    auto link = hot_.GetLink(key);
+    auto m = hot_.GetManifest(d);
+    if (!(link && m)) {
+      if (memory_only) return out;
+      if (!link) {
+        RC_ASSIGN_OR_RETURN(link, meta_.Linked(up.name(), repo, d));
+        if (!link) {
+          out.state = LookupState::kCold;
+          return out;
+        }
+        hot_.PutLink(key, *link);
+      }
+      RC_ASSIGN_OR_RETURN(m, LoadManifest(d));
+      if (!m) {
+        out.state = LookupState::kCold;
+        return out;
+      }
     }
-    RC_ASSIGN_OR_RETURN(auto fetched, client.GetManifest(repo, reference));
-    std::string media_type;
-    RC_RETURN_IF_ERROR(StoreManifest(up, repo, fetched, &media_type));
-    return served("miss");
+    out.state = LookupState::kHit;
+    out.response.manifest = std::move(m);
+    out.response.digest = d;
+    out.response.result = "hit";
+    return out;
   }
 
-  const int64_t ttl = up.TtlFor(repo).count();
-  auto fresh = [&](const std::optional<metadata::TagRecord>& row) -> Result<bool> {
-    if (!row || NowSeconds() - row->checked_at >= ttl) return false;
-    RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(row->digest));
-    return stored.has_value();
-  };
-  auto serve_row = [&](const metadata::TagRecord& row,
-                       const char* result) -> Result<ManifestResponse> {
-    auto r = ServeStored(row.digest, head);
-    if (r.ok()) {
-      r->result = result;
-      NoteAccess(name, repo, reference);
+  auto row = hot_.GetTag(key);
+  if (!row) {
+    if (memory_only) return out;
+    RC_ASSIGN_OR_RETURN(row, meta_.GetTag(up.name(), repo, reference));
+    if (!row) {
+      out.state = LookupState::kCold;
+      return out;
     }
-    return r;
-  };
-
-  RC_ASSIGN_OR_RETURN(auto row, meta_.GetTag(name, repo, reference));
-  RC_ASSIGN_OR_RETURN(bool is_fresh, fresh(row));
-  if (is_fresh) return serve_row(*row, "hit");
-
-  // One upstream conversation per tag at a time; whoever waited here finds the answer cached.
-  auto key = KeyLock(name + "|" + repo + "|" + reference);
-  std::lock_guard<std::mutex> lock(*key);
-  RC_ASSIGN_OR_RETURN(auto row2, meta_.GetTag(name, repo, reference));
-  RC_ASSIGN_OR_RETURN(is_fresh, fresh(row2));
-  if (is_fresh) return serve_row(*row2, "coalesced");
-
-  bool have_stale = false;
-  if (row2) {
-    RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(row2->digest));
-    have_stale = stored.has_value();
+    hot_.PutTag(key, *row);
   }
-  auto serve_stale = [&](const Status& why) -> Result<ManifestResponse> {
-    spdlog::warn("serving stale {}/{}:{} ({})", name, repo, reference, why.ToString());
-    auto r = serve_row(*row2, "stale");
-    if (r.ok())
-      r->warning =
-          "110 regcache \"Response is stale: upstream " + std::string(CodeName(why.code())) + "\"";
-    return r;
-  };
-
-  if (have_stale) {
-    // Revalidate with a HEAD: it costs no Docker Hub pull.
-    auto info = client.HeadManifest(repo, reference);
-    if (info.ok() && info->digest == row2->digest) {
-      RC_RETURN_IF_ERROR(meta_.TouchTagChecked(name, repo, reference, NowSeconds()));
-      return serve_row(*row2, "revalidated");
+  auto m = hot_.GetManifest(row->digest);
+  if (!m) {
+    if (memory_only) return out;
+    RC_ASSIGN_OR_RETURN(m, LoadManifest(row->digest));
+    if (!m) {
+      out.state = LookupState::kCold;
+      return out;
     }
-    if (!info.ok()) {
-      if (info.status().code() == Code::kNotFound) return info.status();
-      return serve_stale(info.status());
-    }
-    // The tag moved: fetch the new manifest by the digest the HEAD reported.
-    auto fetched = client.GetManifest(repo, info->digest.str());
-    if (!fetched.ok()) return serve_stale(fetched.status());
-    std::string media_type;
-    RC_RETURN_IF_ERROR(StoreManifest(up, repo, *fetched, &media_type));
-    metadata::TagRecord rec{fetched->info.digest, media_type, fetched->bytes.size(), NowSeconds(),
-                            NowSeconds()};
-    RC_RETURN_IF_ERROR(meta_.PutTag(name, repo, reference, rec));
-    return serve_row(rec, "miss");
   }
-
-  RC_ASSIGN_OR_RETURN(auto fetched, client.GetManifest(repo, reference));
-  std::string media_type;
-  RC_RETURN_IF_ERROR(StoreManifest(up, repo, fetched, &media_type));
-  metadata::TagRecord rec{fetched.info.digest, media_type, fetched.bytes.size(), NowSeconds(),
-                          NowSeconds()};
-  RC_RETURN_IF_ERROR(meta_.PutTag(name, repo, reference, rec));
-  return serve_row(rec, "miss");
+  const bool fresh = NowSeconds() - row->checked_at < up.TtlFor(repo).count();
+  out.state = fresh ? LookupState::kHit : LookupState::kStale;
+  out.response.manifest = std::move(m);
+  out.response.digest = row->digest;
+  out.response.result = fresh ? "hit" : "stale";
+  NoteAccess(up.name(), repo, reference);
+  return out;
 }
 
-Result<BlobResponse> PullThroughCache::OpenBlob(Upstream& up, const std::string& repo,
-                                                const oci::Digest& digest, bool head) {
-  const std::string& name = up.name();
-  BlobResponse r;
-  RC_ASSIGN_OR_RETURN(auto linked, meta_.Linked(name, repo, digest));
-  if (linked) {
-    r.size = *linked;
-  } else {
-    // Unknown in this repository: only upstream can say it is there.
-    RC_ASSIGN_OR_RETURN(auto size, up.client().StatBlob(repo, digest));
-    if (!size) return NotFound("blob " + digest.str() + " is not in " + repo);
-    RC_RETURN_IF_ERROR(meta_.Link(name, repo, digest, metadata::ContentKind::kBlob, *size));
-    r.size = *size;
-  }
-  RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(digest));
-  if (stored) {
-    r.size = *stored;
-    r.result = "hit";
-    if (!head) {
-      RC_ASSIGN_OR_RETURN(r.fd, blobs_.Open(digest));
-    }
-    return r;
-  }
-  if (head) {
-    r.result = "miss";
-    return r;
-  }
-
-  std::unique_ptr<storage::BlobWriter> writer;
+std::shared_ptr<Flight> PullThroughCache::Revalidate(Upstream& up, const std::string& repo,
+                                                     const std::string& tag, bool* started) {
+  *started = false;
+  if (!up.breaker().Check().ok()) return nullptr;
+  const std::string key = HotIndex::Key(up.name(), repo, tag);
+  std::shared_ptr<Flight> flight;
   {
-    std::lock_guard<std::mutex> lock(fills_mu_);
-    auto it = fills_.find(digest.str());
-    if (it != fills_.end()) {
-      r.fill = it->second;
-      r.size = r.fill->size();
-      r.result = "coalesced";
-      return r;
+    std::lock_guard<std::mutex> lock(revalidations_mu_);
+    if (auto it = revalidations_.find(key); it != revalidations_.end()) return it->second;
+    if (auto b = revalidation_backoff_.find(key);
+        b != revalidation_backoff_.end() && std::chrono::steady_clock::now() < b->second.next) {
+      return nullptr;
     }
-    // The fill may have committed between the Stat above and taking the lock.
-    RC_ASSIGN_OR_RETURN(stored, blobs_.Stat(digest));
-    if (!stored) {
-      RC_ASSIGN_OR_RETURN(writer, blobs_.Ingest(digest));
-      int fd = ::open(writer->temp_path().c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) return IoError("cannot open fill file " + writer->temp_path());
-      r.fill = std::make_shared<Fill>(digest, r.size, fd);
-      fills_[digest.str()] = r.fill;
+    flight = std::make_shared<Flight>();
+    revalidations_[key] = flight;
+  }
+  bool queued = up.requests().TrySubmit([this, &up, repo, tag, key, flight] {
+    Status s = RevalidateNow(up, repo, tag);
+    {
+      std::lock_guard<std::mutex> lock(revalidations_mu_);
+      revalidations_.erase(key);
+      if (s.ok() || s.code() == Code::kNotFound) {
+        revalidation_backoff_.erase(key);
+      } else {
+        auto& b = revalidation_backoff_[key];
+        b.period = std::min(options_.max_revalidate_backoff,
+                            std::max(options_.revalidate_backoff, b.period * 2));
+        b.next = std::chrono::steady_clock::now() + b.period;
+        if (revalidation_backoff_.size() > kMaxRemembered) revalidation_backoff_.clear();
+      }
     }
-  }
-  if (stored) {
-    r.size = *stored;
-    r.result = "hit";
-    RC_ASSIGN_OR_RETURN(r.fd, blobs_.Open(digest));
-    return r;
-  }
-  r.result = "miss";
-  metrics_.fills_in_flight++;
-  auto fill = r.fill;
-  auto* w = writer.release();
-  run_fill_([this, &up, repo, fill, w] {
-    RunFill(up, repo, fill, std::unique_ptr<storage::BlobWriter>(w));
+    flight->Complete(s);
   });
+  if (!queued) {
+    std::lock_guard<std::mutex> lock(revalidations_mu_);
+    revalidations_.erase(key);
+    metrics_.Count("regcache_upstream_refused_total",
+                   "upstream=\"" + up.name() + "\",reason=\"overload\"");
+    return nullptr;
+  }
+  *started = true;
+  return flight;
+}
+
+Status PullThroughCache::RevalidateNow(Upstream& up, const std::string& repo,
+                                       const std::string& tag) {
+  const std::string& name = up.name();
+  const std::string labels = "upstream=\"" + name + "\",outcome=";
+  RC_ASSIGN_OR_RETURN(auto row, meta_.GetTag(name, repo, tag));
+  if (!row) return NotFound("tag is no longer cached");
+  // A HEAD costs no Docker Hub pull.
+  auto info = up.Guarded([&] { return up.client().HeadManifest(repo, tag); });
+  if (!info.ok()) {
+    if (info.status().code() == Code::kNotFound) {
+      // Gone upstream: forget it, so the next request answers 404 (and remembers that).
+      metrics_.Count("regcache_revalidations_total", labels + "\"gone\"");
+      RC_RETURN_IF_ERROR(meta_.DeleteTag(name, repo, tag));
+      hot_.EraseTag(HotIndex::Key(name, repo, tag));
+      RememberMissing(HotIndex::Key(name, repo, tag));
+      return info.status();
+    }
+    metrics_.Count("regcache_revalidations_total", labels + "\"failed\"");
+    spdlog::warn("revalidating {}/{}:{}: {}", name, repo, tag, info.status().ToString());
+    return info.status();
+  }
+  const int64_t now = NowSeconds();
+  if (info->digest == row->digest) {
+    metrics_.Count("regcache_revalidations_total", labels + "\"same\"");
+    RC_RETURN_IF_ERROR(meta_.TouchTagChecked(name, repo, tag, now));
+    row->checked_at = now;
+    hot_.PutTag(HotIndex::Key(name, repo, tag), *row);
+    return Status::Ok();
+  }
+  // The tag moved: fetch the new manifest by the digest the HEAD reported.
+  metrics_.Count("regcache_revalidations_total", labels + "\"moved\"");
+  auto fetched = up.Guarded([&] { return up.client().GetManifest(repo, info->digest.str()); });
+  if (!fetched.ok()) return fetched.status();
+  RC_ASSIGN_OR_RETURN(auto m, StoreManifest(up, repo, *fetched));
+  return PutTag(up, repo, tag,
+                metadata::TagRecord{fetched->info.digest, m->media_type, m->bytes.size(), now, now});
+}
+
+Result<ManifestResponse> PullThroughCache::FetchManifest(Upstream& up, const std::string& repo,
+                                                         const std::string& reference) {
+  const std::string key = HotIndex::Key(up.name(), repo, reference);
+  if (IsKnownMissing(key)) {
+    metrics_.Request("manifest", "negative");
+    return NotFound("manifest unknown to upstream " + up.name() + " (remembered)");
+  }
+  bool joined = false;
+  auto r = manifest_fetches_.Do(
+      key, [&] { return FetchManifestOnce(up, repo, reference); }, &joined);
+  if (joined && r.ok()) r->result = "coalesced";
   return r;
 }
 
-void PullThroughCache::RunFill(Upstream& up, std::string repo, std::shared_ptr<Fill> fill,
+Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up,
+                                                             const std::string& repo,
+                                                             const std::string& reference) {
+  const std::string& name = up.name();
+  const std::string key = HotIndex::Key(name, repo, reference);
+  auto& client = up.client();
+  // Whoever held this key before us may have stored it.
+  RC_ASSIGN_OR_RETURN(auto local, LookupManifest(up, repo, reference, false));
+  if (local.state == LookupState::kHit) {
+    local.response.result = "coalesced";
+    return local.response;
+  }
+  auto missing = [&](const Status& s) -> Status {
+    if (s.code() == Code::kNotFound) RememberMissing(key);
+    return s;
+  };
+  ManifestResponse out;
+  out.result = "miss";
+  if (reference.find(':') != std::string::npos) {
+    RC_ASSIGN_OR_RETURN(oci::Digest d, oci::Digest::Parse(reference));
+    RC_ASSIGN_OR_RETURN(auto stored, LoadManifest(d));
+    if (stored) {
+      // Stored through another repository: serve it here only once upstream confirms.
+      auto info = up.Guarded([&] { return client.HeadManifest(repo, reference); });
+      if (!info.ok()) return missing(info.status());
+      if (!(info->digest == d)) return missing(NotFound("upstream answered with another digest"));
+      RC_RETURN_IF_ERROR(meta_.Link(name, repo, d, metadata::ContentKind::kManifest, info->size));
+      hot_.PutLink(key, stored->bytes.size());
+      out.manifest = std::move(stored);
+      out.digest = d;
+      out.result = "hit";
+      return out;
+    }
+    auto fetched = up.Guarded([&] { return client.GetManifest(repo, reference); });
+    if (!fetched.ok()) return missing(fetched.status());
+    RC_ASSIGN_OR_RETURN(out.manifest, StoreManifest(up, repo, *fetched));
+    out.digest = d;
+    return out;
+  }
+  auto fetched = up.Guarded([&] { return client.GetManifest(repo, reference); });
+  if (!fetched.ok()) return missing(fetched.status());
+  RC_ASSIGN_OR_RETURN(out.manifest, StoreManifest(up, repo, *fetched));
+  out.digest = fetched->info.digest;
+  const int64_t now = NowSeconds();
+  RC_RETURN_IF_ERROR(PutTag(up, repo, reference,
+                            metadata::TagRecord{out.digest, out.manifest->media_type,
+                                                out.manifest->bytes.size(), now, now}));
+  NoteAccess(name, repo, reference);
+  return out;
+}
+
+// ---- blobs ----------------------------------------------------------------------------------
+
+Result<BlobLookup> PullThroughCache::LookupBlob(Upstream& up, const std::string& repo,
+                                                const oci::Digest& digest, bool head,
+                                                bool memory_only) {
+  const std::string key = HotIndex::Key(up.name(), repo, digest.str());
+  BlobLookup out;
+  auto link = hot_.GetLink(key);
+  if (!link) {
+    if (memory_only) {
+      out.state = LookupState::kNeedStore;
+      return out;
+    }
+    RC_ASSIGN_OR_RETURN(link, meta_.Linked(up.name(), repo, digest));
+    if (!link) {
+      out.state = LookupState::kUnlinked;
+      return out;
+    }
+    hot_.PutLink(key, *link);
+  }
+  RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(digest));
+  if (stored) {
+    out.state = LookupState::kHit;
+    out.size = *stored;
+    if (head) return out;
+    auto fd = blobs_.Open(digest);
+    if (fd.ok()) {
+      out.fd = *fd;
+      return out;
+    }
+    if (fd.status().code() != Code::kNotFound) return fd.status();
+  }
+  out.state = LookupState::kCold;
+  out.size = *link;
+  return out;
+}
+
+Result<uint64_t> PullThroughCache::ConfirmBlob(Upstream& up, const std::string& repo,
+                                               const oci::Digest& digest) {
+  const std::string key = HotIndex::Key(up.name(), repo, digest.str());
+  if (IsKnownMissing(key)) {
+    metrics_.Request("blob", "negative");
+    return NotFound("blob unknown to upstream " + up.name() + " (remembered)");
+  }
+  auto size = up.Guarded([&] { return up.client().StatBlob(repo, digest); });
+  if (!size.ok()) return size.status();
+  if (!*size) {
+    RememberMissing(key);
+    return NotFound("blob " + digest.str() + " is not in " + repo);
+  }
+  // Upstream's HEAD says the repository has it. Its Content-Length is only a hint for this
+  // answer (a HEAD may omit or misstate it): the link records no size, and a download's size
+  // always comes from the download itself.
+  RC_RETURN_IF_ERROR(meta_.Link(up.name(), repo, digest, metadata::ContentKind::kBlob, 0));
+  hot_.PutLink(key, 0);
+  return **size;
+}
+
+Result<int> PullThroughCache::OpenCommitted(const oci::Digest& digest) {
+  return blobs_.Open(digest);
+}
+
+Result<BlobStart> PullThroughCache::StartFill(Upstream& up, const std::string& repo,
+                                              const oci::Digest& digest) {
+  RC_RETURN_IF_ERROR(up.breaker().Check());
+  // Fills are shared per upstream and digest: the bytes are verified against the digest, so any
+  // repository of that upstream yields the same blob, and the size is upstream's own answer.
+  const std::string key = up.name() + "|" + digest.str();
+  BlobStart out;
+  std::unique_ptr<storage::BlobWriter> writer;
+  {
+    std::lock_guard<std::mutex> lock(fills_mu_);
+    if (auto it = fills_.find(key); it != fills_.end()) {
+      out.fill = it->second;
+      out.joined = true;
+      return out;
+    }
+    // The fill may have committed between the caller's lookup and taking the lock.
+    RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(digest));
+    if (stored) {
+      RC_ASSIGN_OR_RETURN(out.fd, blobs_.Open(digest));
+      out.size = *stored;
+      return out;
+    }
+    RC_ASSIGN_OR_RETURN(writer, blobs_.Ingest(digest));
+    int fd = ::open(writer->temp_path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return IoError("cannot open fill file " + writer->temp_path());
+    out.fill = std::make_shared<Fill>(digest, repo, fd);
+    fills_[key] = out.fill;
+  }
+  metrics_.fills_in_flight++;
+  auto fill = out.fill;
+  auto* w = writer.release();
+  bool queued = up.fills().TrySubmit(
+      [this, &up, fill, key, w] { RunFill(up, fill, key, std::unique_ptr<storage::BlobWriter>(w)); });
+  if (!queued) {
+    delete w;  // aborts the temp file
+    {
+      std::lock_guard<std::mutex> lock(fills_mu_);
+      fills_.erase(key);
+    }
+    metrics_.fills_in_flight--;
+    metrics_.Count("regcache_upstream_refused_total",
+                   "upstream=\"" + up.name() + "\",reason=\"overload\"");
+    Status busy = upstream::WithRetryAfter(
+        Unavailable("too many downloads from upstream " + up.name() + " in progress"), 1);
+    fill->Complete(busy);
+    return busy;
+  }
+  return out;
+}
+
+void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::string key,
                                std::unique_ptr<storage::BlobWriter> writer) {
-  oci::Descriptor desc;
-  desc.digest = fill->digest();
-  desc.size = fill->size();
-  Status s = up.client().GetBlob(repo, desc, [&](const char* data, size_t n) -> Status {
-    RC_RETURN_IF_ERROR(writer->Write(data, n));
-    metrics_.bytes_fetched += n;
-    fill->Progress(writer->written());
-    return Status::Ok();
+  const oci::Digest& digest = fill->digest();
+  uint64_t size = 0;
+  Status s = up.Guarded([&] {
+    return up.client().FetchBlob(
+        fill->repo(), digest,
+        [&](uint64_t n) -> Status {
+          if (n > kMaxBlobBytes) return Unavailable("upstream announced an absurd blob size");
+          size = n;
+          fill->Start(n);
+          return Status::Ok();
+        },
+        [&](const char* data, size_t n) -> Status {
+          RC_RETURN_IF_ERROR(writer->Write(data, n));
+          metrics_.bytes_fetched += n;
+          fill->Progress(writer->written());
+          return Status::Ok();
+        });
   });
   if (s.ok()) {
-    s = writer->Commit(desc.size);
+    s = writer->Commit(size);
   } else {
     writer->Abort();
   }
   if (!s.ok()) {
-    spdlog::warn("fill of {} from {}/{} failed: {}", desc.digest.str(), up.name(), repo,
+    spdlog::warn("fill of {} from {}/{} failed: {}", digest.str(), up.name(), fill->repo(),
                  s.ToString());
   }
-  fill->Complete(s);
+  // Leave the map before waking readers: a reader that retries must start a new fill.
   {
     std::lock_guard<std::mutex> lock(fills_mu_);
-    auto it = fills_.find(desc.digest.str());
+    auto it = fills_.find(key);
     if (it != fills_.end() && it->second == fill) fills_.erase(it);
   }
+  fill->Complete(s);
   metrics_.fills_in_flight--;
   auto rl = up.client().rate_limit();
   if (rl.remaining >= 0) metrics_.SetRateLimitRemaining(up.name(), rl.remaining);
 }
 
-namespace {
-RawResponse PassThrough(upstream::HttpResponse resp) {
-  RawResponse r;
-  r.status = resp.status;
-  r.body = std::move(resp.body);
-  r.content_type = resp.headers.Get("Content-Type");
-  r.link = resp.headers.Get("Link");
-  return r;
-}
-}  // namespace
+// ---- pass-through endpoints -----------------------------------------------------------------
 
 Result<RawResponse> PullThroughCache::Tags(Upstream& up, const std::string& repo,
                                            const std::string& query) {
-  RC_ASSIGN_OR_RETURN(auto resp, up.client().GetRaw(repo, "tags/list" + query));
-  return PassThrough(std::move(resp));
+  RC_ASSIGN_OR_RETURN(auto row, meta_.GetTagList(up.name(), repo, query));
+  auto from_row = [&](const char* result) {
+    RawResponse r;
+    r.status = row->status;
+    r.body = row->body;
+    r.content_type = row->content_type;
+    r.link = row->link;
+    r.result = result;
+    return r;
+  };
+  const int64_t now = NowSeconds();
+  if (row && now - row->fetched_at < up.TtlFor(repo).count()) return from_row("hit");
+  auto resp = RawCall(up, repo, "tags/list" + query);
+  if (!resp.ok()) {
+    if (!row) return resp.status();
+    spdlog::warn("serving stale tag list of {}/{} ({})", up.name(), repo,
+                 resp.status().ToString());
+    RawResponse r = from_row("stale");
+    r.warning = "110 regcache \"Response is stale: upstream " +
+                std::string(CodeName(resp.status().code())) + "\"";
+    return r;
+  }
+  RawResponse r;
+  r.status = resp->status;
+  r.body = std::move(resp->body);
+  r.content_type = resp->headers.Get("Content-Type");
+  r.link = resp->headers.Get("Link");
+  r.result = "miss";
+  if (r.status == 200) {
+    Status s = meta_.PutTagList(up.name(), repo, query,
+                                metadata::TagListRecord{r.status, r.body, r.content_type, r.link, now});
+    if (!s.ok()) spdlog::warn("caching tag list of {}/{}: {}", up.name(), repo, s.ToString());
+  }
+  return r;
 }
 
 Result<RawResponse> PullThroughCache::Referrers(Upstream& up, const std::string& repo,
                                                 const oci::Digest& digest,
                                                 const std::string& query) {
-  RC_ASSIGN_OR_RETURN(auto resp, up.client().GetRaw(repo, "referrers/" + digest.str() + query));
-  if (resp.status == 404) {
-    RawResponse r;
-    // Referrers, once supported, are never a 404: no referrers is an empty index.
-    r.status = 200;
-    r.content_type = std::string(oci::kOciIndex);
-    r.body =
-        R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
-    return r;
-  }
-  return PassThrough(std::move(resp));
+  // An upstream 404 passes through: it tells clients the referrers API is not there, so they
+  // fall back to the tag schema (sha256-<hex>), where cosign and others store signatures.
+  RC_ASSIGN_OR_RETURN(auto resp, RawCall(up, repo, "referrers/" + digest.str() + query));
+  RawResponse r;
+  r.status = resp.status;
+  r.body = std::move(resp.body);
+  r.content_type = resp.headers.Get("Content-Type");
+  r.filters_applied = resp.headers.Get("OCI-Filters-Applied");
+  r.result = "pass";
+  return r;
 }
 
 }  // namespace regcache::cache

@@ -1,16 +1,30 @@
 // The pull-through cache: manifests and blobs for (upstream, repository) requests, answered from
 // the local stores when possible and fetched from upstream at most once per digest otherwise.
-// Every method here may block on upstream I/O: call it from a worker thread, never from an
-// event loop.
+//
+// Calls come in three kinds, so that local work never waits on upstream work:
+//   - Lookup*: local only. With memory_only they touch nothing but the in-memory hot index and
+//     stat(2)/open(2) of committed blobs (the server calls them on its event loop); otherwise
+//     also SQLite and blob files (a local worker). They never contact an upstream.
+//   - Revalidate / StartFill: start upstream work in the background on the upstream's own
+//     threads and return at once.
+//   - Fetch* / Confirm* / Tags / Referrers: block on upstream I/O; run them on the upstream's
+//     request queue (Upstream::requests()), never on an event loop or a local worker.
+// Every upstream call goes through the upstream's circuit breaker; a 404 from upstream is
+// remembered for negative_ttl.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "base/status.h"
 #include "cache/fill.h"
+#include "cache/flight.h"
+#include "cache/hot_index.h"
 #include "cache/metrics.h"
 #include "cache/upstream_set.h"
 #include "metadata/metadata_store.h"
@@ -18,23 +32,45 @@
 
 namespace regcache::cache {
 
-// Runs blocking work (fills) somewhere other than the caller's thread.
-using TaskRunner = std::function<void(std::function<void()>)>;
+struct CacheOptions {
+  std::chrono::seconds negative_ttl{30};  // how long an upstream 404 is remembered
+  // After a failed revalidation of a tag, the next one waits this long (doubling up to max).
+  std::chrono::seconds revalidate_backoff{5};
+  std::chrono::seconds max_revalidate_backoff{60};
+  HotIndexLimits hot;
+};
 
 struct ManifestResponse {
-  std::string bytes;  // empty for HEAD
-  std::string media_type;
+  std::shared_ptr<const CachedManifest> manifest;  // exact bytes and media type
   oci::Digest digest;
-  uint64_t size = 0;
   std::string result;   // hit, miss, revalidated, stale, coalesced
   std::string warning;  // set when served stale
 };
 
-struct BlobResponse {
-  uint64_t size = 0;
-  int fd = -1;                 // committed blob (caller closes), or
-  std::shared_ptr<Fill> fill;  // a fill in progress (or just finished)
-  std::string result;          // hit, miss, coalesced
+enum class LookupState {
+  kHit,        // answer from cache (manifests: fresh tag or digest; blobs: committed)
+  kStale,      // a tag past its TTL, cached: revalidate, or serve with a warning
+  kCold,       // not cached (blobs: the repository is known to have it)
+  kUnlinked,   // blobs: the repository is not known to have it; only upstream can say
+  kNeedStore,  // memory_only lookup could not decide: look again with memory_only = false
+};
+
+struct ManifestLookup {
+  LookupState state = LookupState::kCold;
+  ManifestResponse response;  // kHit, kStale
+};
+
+struct BlobLookup {
+  LookupState state = LookupState::kCold;
+  uint64_t size = 0;  // kHit: the committed size; kCold: the repository's descriptor (0: unknown)
+  int fd = -1;        // kHit for GET: a descriptor of the committed blob (the caller closes it)
+};
+
+struct BlobStart {
+  std::shared_ptr<Fill> fill;  // a fill to follow, or
+  int fd = -1;                 // the blob committed meanwhile (the caller closes it)
+  uint64_t size = 0;           // with fd
+  bool joined = false;         // followed a fill someone else started
 };
 
 struct RawResponse {
@@ -42,51 +78,102 @@ struct RawResponse {
   std::string body;
   std::string content_type;
   std::string link;
+  std::string filters_applied;  // referrers: OCI-Filters-Applied
+  std::string result;           // hit, miss, stale, pass
+  std::string warning;
 };
 
 class PullThroughCache {
  public:
   PullThroughCache(storage::BlobStore& blobs, metadata::MetadataStore& meta, Metrics& metrics,
-                   TaskRunner run_fill);
+                   CacheOptions options = {});
 
-  // GET/HEAD a manifest by tag or digest. Fresh tags and digests are served with no upstream
-  // request; stale tags are revalidated with a HEAD; upstream failures on revalidation serve the
-  // cached copy with a warning. Errors: kNotFound, and upstream's own status on a cold miss
-  // (kRateLimited carries Retry-After; see upstream::RetryAfterSeconds).
-  Result<ManifestResponse> GetManifest(Upstream& up, const std::string& repo,
-                                       const std::string& reference, bool head);
+  // Local answer for GET/HEAD of a manifest by tag or digest. Errors only for local failures.
+  Result<ManifestLookup> LookupManifest(Upstream& up, const std::string& repo,
+                                        const std::string& reference, bool memory_only);
 
-  // Opens a blob for reading (GET) or just sizes it (HEAD: fd and fill stay empty). A blob is
-  // served only through a repository known to have it; a cold GET joins or starts the one fill.
-  Result<BlobResponse> OpenBlob(Upstream& up, const std::string& repo, const oci::Digest& digest,
-                                bool head);
+  // Starts the background revalidation of a stale tag (one HEAD; a GET by digest if it moved),
+  // or joins the one running. nullptr when no check should run now: the breaker is open, the
+  // tag's last check failed less than a back-off ago, or the upstream is saturated. `*started`
+  // says whether this call started it. When the flight completes, a new lookup sees the result.
+  std::shared_ptr<Flight> Revalidate(Upstream& up, const std::string& repo,
+                                     const std::string& tag, bool* started);
 
-  // Pass-through endpoints (not cached).
+  // Blocking: a manifest that LookupManifest found cold (or that vanished), from upstream. One
+  // upstream conversation per (upstream, repository, reference) at a time; concurrent callers
+  // share its result. kNotFound (remembered for negative_ttl), or the upstream's failure.
+  Result<ManifestResponse> FetchManifest(Upstream& up, const std::string& repo,
+                                         const std::string& reference);
+
+  // Local answer for GET/HEAD of a blob. A blob is served only through a repository known to
+  // reference it (kUnlinked otherwise).
+  Result<BlobLookup> LookupBlob(Upstream& up, const std::string& repo, const oci::Digest& digest,
+                                bool head, bool memory_only);
+
+  // Blocking: asks upstream (HEAD) whether the repository has the blob; links it if so and
+  // returns upstream's size (0 if upstream sent none). kNotFound is remembered.
+  Result<uint64_t> ConfirmBlob(Upstream& up, const std::string& repo, const oci::Digest& digest);
+
+  // Non-blocking: joins the download of a blob in progress, or starts one on the upstream's fill
+  // queue (or finds the blob committed meanwhile). kUnavailable/kRateLimited at once when the
+  // breaker is open or the fill queue is full.
+  Result<BlobStart> StartFill(Upstream& up, const std::string& repo, const oci::Digest& digest);
+
+  // Opens a committed blob (after a fill completed). kNotFound if it is not stored.
+  Result<int> OpenCommitted(const oci::Digest& digest);
+
+  // Blocking. Tag lists are cached per repository and query for the tag TTL and served stale
+  // while upstream fails; referrers pass through with upstream's status (404 included).
   Result<RawResponse> Tags(Upstream& up, const std::string& repo, const std::string& query);
   Result<RawResponse> Referrers(Upstream& up, const std::string& repo, const oci::Digest& digest,
                                 const std::string& query);
 
+  // Writes the tag accesses recorded since the last flush to the metadata store in one
+  // transaction (hits record them in memory only).
+  void FlushAccess();
+
  private:
-  Result<ManifestResponse> ServeStored(const oci::Digest& digest, bool head);
-  Status StoreManifest(Upstream& up, const std::string& repo, const upstream::FetchedManifest& m,
-                       std::string* media_type);
-  std::shared_ptr<std::mutex> KeyLock(const std::string& key);
-  void NoteAccess(const std::string& upstream, const std::string& repo, const std::string& tag);
-  void RunFill(Upstream& up, std::string repo, std::shared_ptr<Fill> fill,
+  struct NegativeEntry {
+    int64_t expires_at = 0;
+  };
+  struct Backoff {
+    std::chrono::steady_clock::time_point next;
+    std::chrono::seconds period{0};
+  };
+
+  Result<std::shared_ptr<const CachedManifest>> LoadManifest(const oci::Digest& digest);
+  Result<std::shared_ptr<const CachedManifest>> StoreManifest(
+      Upstream& up, const std::string& repo, const upstream::FetchedManifest& m);
+  Result<ManifestResponse> FetchManifestOnce(Upstream& up, const std::string& repo,
+                                             const std::string& reference);
+  Status RevalidateNow(Upstream& up, const std::string& repo, const std::string& tag);
+  Status PutTag(Upstream& up, const std::string& repo, const std::string& tag,
+                const metadata::TagRecord& record);
+  void RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::string key,
                std::unique_ptr<storage::BlobWriter> writer);
+  void NoteAccess(const std::string& upstream, const std::string& repo, const std::string& tag);
+  bool IsKnownMissing(const std::string& key);
+  void RememberMissing(const std::string& key);
 
   storage::BlobStore& blobs_;
   metadata::MetadataStore& meta_;
   Metrics& metrics_;
-  TaskRunner run_fill_;
+  const CacheOptions options_;
+  HotIndex hot_;
+  SingleFlight<Result<ManifestResponse>> manifest_fetches_;
 
   std::mutex fills_mu_;
-  std::map<std::string, std::shared_ptr<Fill>> fills_;  // by digest
-  std::mutex keys_mu_;
-  std::map<std::string, std::weak_ptr<std::mutex>> key_locks_;
-  // Last access written per tag key: hits update SQLite at most once a minute per tag.
+  std::map<std::string, std::shared_ptr<Fill>> fills_;  // by upstream|digest
+
+  std::mutex revalidations_mu_;
+  std::unordered_map<std::string, std::shared_ptr<Flight>> revalidations_;
+  std::unordered_map<std::string, Backoff> revalidation_backoff_;
+
+  std::mutex negative_mu_;
+  std::unordered_map<std::string, NegativeEntry> negative_;
+
   std::mutex access_mu_;
-  std::map<std::string, int64_t> access_written_;
+  std::unordered_map<std::string, metadata::TagAccess> accessed_;
 };
 
 int64_t NowSeconds();

@@ -24,6 +24,21 @@ std::vector<UpstreamConfig> EmbeddedUpstreams() {
   return out;
 }
 
+Upstream::Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
+                   const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel)
+    : config_(std::move(config)),
+      client_(std::move(client)),
+      cancel_(std::move(cancel)),
+      breaker_(config_.name, policy.breaker),
+      requests_("up-" + config_.name, policy.request_threads, policy.request_queue),
+      fills_("fill-" + config_.name, policy.fill_threads, policy.fill_queue) {}
+
+void Upstream::Shutdown() {
+  if (cancel_) cancel_->store(true);
+  requests_.Shutdown();
+  fills_.Shutdown();
+}
+
 std::chrono::seconds Upstream::TtlFor(const std::string& repo) const {
   for (const auto& rule : config_.ttl_rules) {
     if (fnmatch(rule.pattern.c_str(), repo.c_str(), 0) == 0) return rule.ttl;
@@ -34,7 +49,8 @@ std::chrono::seconds Upstream::TtlFor(const std::string& repo) const {
 Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamConfig> configs,
                                                          const std::string& default_name,
                                                          Metrics* metrics,
-                                                         const std::string& docker_config_dir) {
+                                                         const std::string& docker_config_dir,
+                                                         const UpstreamPolicy& policy) {
   auto set = std::make_unique<UpstreamSet>();
   auto credentials = std::make_shared<upstream::CredentialResolver>(docker_config_dir);
   for (auto& c : configs) {
@@ -55,7 +71,20 @@ Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamCon
     options.credentials = credentials;
     if (c.credentials) credentials->SetExplicit(registry, *c.credentials);
     if (http || c.insecure) options.insecure_registries.push_back(registry);
+    options.plain_http = http;
     options.transport.ca_file = c.ca_file;
+    // A server answers from cache rather than wait: short deadlines, one quick retry at most,
+    // and a 429 is reported (and remembered by the breaker), never slept on.
+    auto cancel = std::make_shared<std::atomic<bool>>(false);
+    options.transport.cancel = cancel;
+    options.transport.connect_timeout_ms = static_cast<long>(policy.timeout.count());
+    options.transport.response_timeout_ms = static_cast<long>(policy.timeout.count());
+    options.transport.stall_timeout_s = static_cast<long>(policy.stall.count());
+    options.retry.max_attempts = 2;
+    options.retry.base_delay = std::chrono::milliseconds(100);
+    options.retry.max_delay = std::chrono::milliseconds(1000);
+    options.retry.retry_rate_limited = false;
+    options.retry.max_elapsed = policy.timeout;
     const std::string name = c.name;
     if (metrics) {
       options.on_response = [metrics, name](const std::string& method, long status) {
@@ -63,7 +92,8 @@ Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamCon
       };
     }
     auto client = upstream::NewRegistryClient(registry, std::move(options));
-    set->upstreams_.push_back(std::make_unique<Upstream>(std::move(c), std::move(client)));
+    set->upstreams_.push_back(
+        std::make_unique<Upstream>(std::move(c), std::move(client), policy, cancel));
   }
   if (set->upstreams_.empty()) return InvalidArgument("no upstream configured");
   set->default_ = default_name.empty() ? set->upstreams_.front().get() : set->Find(default_name);
@@ -82,6 +112,10 @@ Upstream* UpstreamSet::Find(const std::string& name_or_host) {
     if (u->client().registry() == normalized) return u.get();
   }
   return nullptr;
+}
+
+void UpstreamSet::Shutdown() {
+  for (auto& u : upstreams_) u->Shutdown();
 }
 
 std::vector<Upstream*> UpstreamSet::All() {

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <chrono>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "base/work_queue.h"
+#include "cache/breaker.h"
 #include "cache/metrics.h"
 #include "upstream/registry_client.h"
 
@@ -32,10 +35,25 @@ struct UpstreamConfig {
 // The default set: docker.io (default), ghcr.io, quay.io, registry.k8s.io, gcr.io, public.ecr.aws.
 std::vector<UpstreamConfig> EmbeddedUpstreams();
 
+// How `regcache serve` talks to every upstream: its own capacity, deadlines and breaker.
+struct UpstreamPolicy {
+  // Threads for requests (HEADs, manifests, tag lists) and how many more may wait for them.
+  size_t request_threads = 8;
+  size_t request_queue = 64;
+  // Threads for blob downloads and how many more may wait.
+  size_t fill_threads = 8;
+  size_t fill_queue = 256;
+  // Deadline for an upstream to begin answering one request, and the retry budget of one call.
+  std::chrono::milliseconds timeout{3000};
+  // Longest a blob download may stall mid-body.
+  std::chrono::seconds stall{20};
+  BreakerOptions breaker;
+};
+
 class Upstream {
  public:
-  Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client)
-      : config_(std::move(config)), client_(std::move(client)) {}
+  Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
+           const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel);
   const std::string& name() const { return config_.name; }
   const UpstreamConfig& config() const { return config_; }
   upstream::RegistryClient& client() { return *client_; }
@@ -43,9 +61,40 @@ class Upstream {
   bool IsDockerHub() const { return client_->registry() == "docker.io"; }
   std::chrono::seconds TtlFor(const std::string& repo) const;
 
+  // Capacity reserved for this upstream: work for one upstream never waits behind another's,
+  // and never behind hits. Both refuse work when full (the caller answers 503 at once).
+  WorkQueue& requests() { return requests_; }
+  WorkQueue& fills() { return fills_; }
+  CircuitBreaker& breaker() { return breaker_; }
+
+  // Runs `call` (returning Status or Result<T>) if the breaker admits it, and records how it
+  // went; otherwise returns the breaker's refusal without contacting the upstream.
+  template <typename F>
+  auto Guarded(F&& call) -> decltype(call()) {
+    Status admitted = breaker_.Admit();
+    if (!admitted.ok()) return admitted;
+    auto result = call();
+    breaker_.Record(StatusOf(result));
+    return result;
+  }
+
+  // Aborts transfers in progress (within about a second) and joins this upstream's threads,
+  // after running what was queued (which then fails fast with kAborted).
+  void Shutdown();
+
  private:
+  static Status StatusOf(const Status& s) { return s; }
+  template <typename T>
+  static Status StatusOf(const Result<T>& r) {
+    return r.status();
+  }
+
   UpstreamConfig config_;
   std::unique_ptr<upstream::RegistryClient> client_;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  CircuitBreaker breaker_;
+  WorkQueue requests_;
+  WorkQueue fills_;
 };
 
 class UpstreamSet {
@@ -54,13 +103,17 @@ class UpstreamSet {
   static Result<std::unique_ptr<UpstreamSet>> Create(std::vector<UpstreamConfig> configs,
                                                      const std::string& default_name,
                                                      Metrics* metrics,
-                                                     const std::string& docker_config_dir = "");
+                                                     const std::string& docker_config_dir = "",
+                                                     const UpstreamPolicy& policy = {});
 
   // By routing name ("docker.io") or by registry host alias ("registry-1.docker.io",
   // "index.docker.io"); nullptr when not configured.
   Upstream* Find(const std::string& name_or_host);
   Upstream* Default() { return default_; }
   std::vector<Upstream*> All();
+
+  // Shuts every upstream down (see Upstream::Shutdown). Idempotent.
+  void Shutdown();
 
  private:
   std::vector<std::unique_ptr<Upstream>> upstreams_;

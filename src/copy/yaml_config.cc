@@ -31,6 +31,18 @@ Result<std::optional<upstream::Credentials>> CredentialsFromYaml(const YAML::Nod
   return std::optional<upstream::Credentials>(cred);
 }
 
+Result<std::chrono::milliseconds> ParseDurationMs(const std::string& text) {
+  std::string_view t = Trim(text);
+  if (EndsWith(t, "ms")) {
+    auto n = ParseUint(t.substr(0, t.size() - 2));
+    if (!n) return InvalidArgument("invalid duration '" + text + "' (use 250ms, 90s, 10m or 6h)");
+    if (*n > 315360000000ull) return InvalidArgument("duration '" + text + "' is too long");
+    return std::chrono::milliseconds(static_cast<int64_t>(*n));
+  }
+  RC_ASSIGN_OR_RETURN(auto s, ParseDuration(text));
+  return std::chrono::duration_cast<std::chrono::milliseconds>(s);
+}
+
 Result<std::chrono::seconds> ParseDuration(const std::string& text) {
   std::string_view t = Trim(text);
   int64_t mult = 1;
@@ -40,6 +52,10 @@ Result<std::chrono::seconds> ParseDuration(const std::string& text) {
   }
   auto n = ParseUint(t);
   if (!n) return InvalidArgument("invalid duration '" + text + "' (use 90, 90s, 10m or 6h)");
+  // Ten years is more than any setting needs, and keeps the arithmetic far from overflow.
+  if (*n > 315360000ull / static_cast<uint64_t>(mult)) {
+    return InvalidArgument("duration '" + text + "' is too long");
+  }
   return std::chrono::seconds(static_cast<int64_t>(*n) * mult);
 }
 

@@ -26,5 +26,7 @@ Result<std::optional<upstream::Credentials>> CredentialsFromYaml(const YAML::Nod
 
 // "90", "90s", "10m", "6h" -> seconds.
 Result<std::chrono::seconds> ParseDuration(const std::string& text);
+// The same, also taking milliseconds ("250ms").
+Result<std::chrono::milliseconds> ParseDurationMs(const std::string& text);
 
 }  // namespace regcache::copy

@@ -46,7 +46,8 @@ ErrorSpec ErrorFor(Code code, Endpoint endpoint) {
 std::string ErrorBody(const char* code, const std::string& message) {
   nlohmann::json j = {
       {"errors", {{{"code", code}, {"message", message}, {"detail", nlohmann::json::object()}}}}};
-  return j.dump();
+  // Messages may quote client input: invalid UTF-8 is replaced, never thrown on.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace regcache::http

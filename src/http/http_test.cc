@@ -21,9 +21,12 @@ TEST(RangeTest, Forms) {
   EXPECT_EQ(ParseRange("", 1000).kind, ByteRange::kFull);
   EXPECT_EQ(ParseRange("bytes=0-1,5-6", 1000).kind, ByteRange::kFull);
   for (const char* bad :
-       {"bytes=1000-", "bytes=5-4", "bytes=a-b", "items=0-1", "bytes=-0", "bytes=", "bytes=-"}) {
+       {"bytes=1000-", "bytes=5-4", "bytes=a-b", "bytes=-0", "bytes=", "bytes=-", "garbage"}) {
     EXPECT_EQ(ParseRange(bad, 1000).kind, ByteRange::kUnsatisfiable) << bad;
   }
+  // An unknown unit is ignored (RFC 9110), not refused.
+  EXPECT_EQ(ParseRange("items=0-1", 1000).kind, ByteRange::kFull);
+  EXPECT_EQ(ParseRange("Bytes=0-1", 1000).kind, ByteRange::kPartial);
 }
 
 std::string Find(const std::string& n) {
@@ -65,6 +68,24 @@ TEST(RouteTest, EndpointsAndThreeRoutingForms) {
   EXPECT_EQ(c->upstream, "docker.io");
   r = ParseTarget("/v2/a/b/manifests/3?ns=evil.example.com", &ep);
   EXPECT_EQ(ChooseUpstream(*r, Find, "docker.io", IsHub).status().code(), Code::kNotFound);
+  // The configured name is echoed, never the raw value.
+  r = ParseTarget("/v2/library/ruby/manifests/3?ns=registry-1.docker.io", &ep);
+  EXPECT_EQ(ChooseUpstream(*r, Find, "ghcr.io", IsHub)->ns, "docker.io");
+  for (const char* bad : {"%ff", "docker.io%0d%0a%0d%0a", "hub%0d%0aX-Injected:%201", "a%20b", ""}) {
+    r = ParseTarget(std::string("/v2/a/b/manifests/3?ns=") + bad, &ep);
+    ASSERT_TRUE(r.ok()) << bad;
+    EXPECT_EQ(ChooseUpstream(*r, Find, "docker.io", IsHub).status().code(),
+              Code::kInvalidArgument)
+        << bad;
+  }
+  // A registry-like first component that is not configured is not a repository of the default.
+  for (const char* other : {"/v2/quay.io/library/alpine/manifests/3.19",
+                            "/v2/localhost:5000/x/manifests/v1", "/v2/localhost/x/manifests/v1"}) {
+    r = ParseTarget(other, &ep);
+    ASSERT_TRUE(r.ok()) << other;
+    EXPECT_EQ(ChooseUpstream(*r, Find, "docker.io", IsHub).status().code(), Code::kNotFound)
+        << other;
+  }
 
   r = ParseTarget("/v2/library/ruby/tags/list?n=10&last=a", &ep);
   EXPECT_EQ(r->kind, RouteKind::kTags);
@@ -107,6 +128,9 @@ TEST(ErrorsTest, TableAndBody) {
   EXPECT_EQ(ErrorFor(Code::kUnavailable, Endpoint::kBlob).status, 503);
   EXPECT_EQ(ErrorBody("BLOB_UNKNOWN", "x"),
             R"({"errors":[{"code":"BLOB_UNKNOWN","detail":{},"message":"x"}]})");
+  // Invalid UTF-8 in a message (client input) must not throw.
+  std::string body = ErrorBody("NAME_INVALID", std::string("bad \xff\xfe name"));
+  EXPECT_NE(body.find("NAME_INVALID"), std::string::npos);
 }
 
 }  // namespace

@@ -9,8 +9,11 @@ ByteRange ParseRange(std::string_view header, uint64_t size) {
   ByteRange bad{ByteRange::kUnsatisfiable, 0, 0};
   header = Trim(header);
   if (header.empty()) return full;
-  if (!StartsWith(header, "bytes=")) return bad;
-  std::string_view spec = Trim(header.substr(6));
+  // RFC 9110: a range unit the server does not know is ignored, not refused.
+  size_t eq = header.find('=');
+  if (eq == std::string_view::npos) return bad;
+  if (!EqualsIgnoreCase(Trim(header.substr(0, eq)), "bytes")) return full;
+  std::string_view spec = Trim(header.substr(eq + 1));
   if (spec.find(',') != std::string_view::npos) return full;
   size_t dash = spec.find('-');
   if (dash == std::string_view::npos) return bad;

@@ -12,7 +12,8 @@ struct ByteRange {
   uint64_t length = 0;
 };
 
-// Empty header or a multi-range list: the full blob (a server may ignore Range). "bytes=a-b",
+// Empty header, a unit other than bytes, or a multi-range list: the full blob (a server may
+// ignore Range). "bytes=a-b",
 // "bytes=a-", "bytes=-n": a partial range, clamped to the blob. A start past the end, a reversed
 // range or malformed syntax: unsatisfiable (416).
 ByteRange ParseRange(std::string_view header, uint64_t size);

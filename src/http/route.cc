@@ -32,6 +32,12 @@ std::map<std::string, std::string> ParseQuery(std::string_view q) {
 
 }  // namespace
 
+bool LooksLikeRegistryHost(std::string_view component) {
+  // docker's own rule for the first component of a reference.
+  return component == "localhost" || component.find('.') != std::string_view::npos ||
+         component.find(':') != std::string_view::npos;
+}
+
 Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) {
   *endpoint_on_error = Endpoint::kOther;
   Route r;
@@ -114,9 +120,14 @@ Result<UpstreamChoice> ChooseUpstream(
   std::string name = route.name;
   auto ns = route.query.find("ns");
   if (ns != route.query.end()) {
-    c.ns = ns->second;
+    // Decoded bytes of a query value: anything but a registry host is refused before it can
+    // reach a log line or a header.
+    if (!oci::IsValidRegistryHost(ns->second)) {
+      return InvalidArgument("invalid ns: not a registry host name");
+    }
     c.upstream = find(ns->second);
     if (c.upstream.empty()) return NotFound("upstream '" + ns->second + "' is not configured here");
+    c.ns = c.upstream;
   } else {
     size_t slash = name.find('/');
     std::string first = slash == std::string::npos ? "" : name.substr(0, slash);
@@ -124,6 +135,10 @@ Result<UpstreamChoice> ChooseUpstream(
     if (!prefixed.empty()) {
       c.upstream = prefixed;
       name = name.substr(slash + 1);
+    } else if (LooksLikeRegistryHost(first)) {
+      // A mirror entry for a registry that is not configured (cache:5000/quay.io/...): never
+      // forward it to the default upstream as a repository named "quay.io/...".
+      return NotFound("upstream '" + first + "' is not configured here");
     } else {
       c.upstream = default_upstream;
     }

@@ -33,12 +33,17 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error);
 struct UpstreamChoice {
   std::string upstream;    // configured name
   std::string repository;  // upstream-side repository ("library/ruby")
-  std::string ns;          // ?ns= as given, echoed back in OCI-Namespace
+  std::string ns;          // with ?ns=: the configured upstream name, echoed in OCI-Namespace
 };
+
+// Whether a path component names a registry host rather than a repository (docker's rule: it has
+// a '.' or ':', or is "localhost").
+bool LooksLikeRegistryHost(std::string_view component);
 
 // Resolves which upstream a route goes to. `find` maps a routing name or registry host to the
 // configured upstream name ("" if none); `is_docker_hub` says whether that upstream is Docker Hub.
-// kNotFound for an ?ns= naming no configured upstream; kInvalidArgument for a bad repository name.
+// kInvalidArgument for an ?ns= that is not a registry host name, or a bad repository name;
+// kNotFound for an ?ns= or a registry-like first path component naming no configured upstream.
 Result<UpstreamChoice> ChooseUpstream(const Route& route,
                                       const std::function<std::string(const std::string&)>& find,
                                       const std::string& default_upstream,

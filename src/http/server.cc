@@ -1,8 +1,11 @@
 #include "http/server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +20,7 @@
 #include <thread>
 
 #include "base/strings.h"
+#include "base/work_queue.h"
 #include "http/errors.h"
 #include "http/range.h"
 #include "http/route.h"
@@ -35,11 +39,14 @@ using namespace asio::experimental::awaitable_operators;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
+using Request = bhttp::request<bhttp::empty_body>;
 
 struct Reply {
   unsigned status = 200;
   Headers headers;
   std::string body;
+  // A shared body (manifests): sent without copying; wins over `body` when set.
+  std::shared_ptr<const cache::CachedManifest> shared;
   std::optional<uint64_t> head_length;  // Content-Length to announce on HEAD
   bool close = false;
 };
@@ -50,9 +57,10 @@ struct Outcome {
   uint64_t bytes = 0;
   std::string cache;  // hit, miss, stale, …
   std::string upstream;
+  bool sent = false;  // a status line went out
 };
 
-bool AcceptsMediaType(const bhttp::request<bhttp::empty_body>& req, const std::string& media_type) {
+bool AcceptsMediaType(const Request& req, const std::string& media_type) {
   bool any_accept = false;
   for (auto it = req.find(bhttp::field::accept);
        it != req.end() && it->name() == bhttp::field::accept; ++it) {
@@ -76,14 +84,71 @@ Reply MakeReply(unsigned status, const std::string& content_type, std::string bo
   return r;
 }
 
+Reply ErrorReply(unsigned status, const char* code, const std::string& message) {
+  Reply r = MakeReply(status, "application/json", ErrorBody(code, message));
+  return r;
+}
+
+// The message a client sees for a failure that involved an upstream: names the upstream by its
+// configured name and says what happened, never its URL, address or credentials (those go to
+// the log).
+std::string PublicMessage(const Status& s, Endpoint ep, const std::string& upstream) {
+  const std::string who = "upstream " + upstream;
+  switch (s.code()) {
+    case Code::kNotFound:
+      return std::string(ep == Endpoint::kBlob       ? "blob"
+                         : ep == Endpoint::kManifest ? "manifest"
+                                                     : "repository") +
+             " unknown to " + who;
+    case Code::kRateLimited:
+      return who + " is rate-limiting this cache";
+    case Code::kUnavailable:
+      return who + " is unavailable or overloaded";
+    case Code::kUnauthenticated:
+      return who + " refused this cache's credentials";
+    case Code::kDenied:
+      return who + " denied access";
+    case Code::kIntegrity:
+      return who + " sent content that does not match its digest or size";
+    case Code::kUnsupported:
+      return who + " holds content this cache does not serve (e.g. a schema1 manifest)";
+    case Code::kIoError:
+      return "local storage error";
+    case Code::kAborted:
+      return "server is shutting down";
+    default:
+      return "internal error";
+  }
+}
+
 // Shared between a session and shutdown. Both touch it only on the session's strand, so `closed`
 // (set before the stream is destroyed) tells a late shutdown closure to leave it alone.
 struct SessionState {
   asio::any_io_executor executor;
   beast::tcp_stream* stream = nullptr;
   std::atomic<bool> busy{false};
+  // When the connection last finished a request (or opened): the oldest idle one is closed
+  // first when the connection cap is reached.
+  std::atomic<int64_t> idle_since{0};
+  std::atomic<bool> evicted{false};
   bool closed = false;
 };
+
+int64_t SteadyNanos() {
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
+// Wakes a coroutine parked on `timer` from another thread. Holds the timer weakly: if the
+// coroutine is gone, there is nothing to wake.
+std::function<void()> Waker(const std::shared_ptr<asio::steady_timer>& timer) {
+  std::weak_ptr<asio::steady_timer> weak = timer;
+  auto ex = timer->get_executor();
+  return [weak, ex] {
+    asio::post(ex, [weak] {
+      if (auto t = weak.lock()) t->cancel();
+    });
+  };
+}
 
 class ServerImpl : public Server {
  public:
@@ -93,56 +158,73 @@ class ServerImpl : public Server {
         cache_(cache),
         upstreams_(upstreams),
         metrics_(metrics),
-        ioc_(options_.io_threads),
-        acceptor_(ioc_),
-        signals_(ioc_, SIGINT, SIGTERM),
-        workers_(static_cast<size_t>(options_.worker_threads)) {}
+        local_("local", static_cast<size_t>(std::max(1, options_.worker_threads)), 4096),
+        ioc_(std::make_unique<asio::io_context>(options_.io_threads)),
+        acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
+        signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM)) {}
 
-  ~ServerImpl() override { workers_.join(); }
+  ~ServerImpl() override {
+    // Whatever could still call back into a coroutine must be gone first, then the coroutines
+    // (destroying the io_context destroys their frames, whose guards use the members below).
+    upstreams_.Shutdown();
+    local_.Shutdown();
+    acceptor_.reset();
+    signals_.reset();
+    ioc_.reset();
+  }
 
   Status Bind() {
     beast::error_code ec;
     auto address = asio::ip::make_address(options_.host == "" ? "0.0.0.0" : options_.host, ec);
     if (ec) return InvalidArgument("invalid listen address '" + options_.host + "'");
     tcp::endpoint ep(address, options_.port);
-    acceptor_.open(ep.protocol(), ec);
-    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor_.bind(ep, ec);
-    if (!ec) acceptor_.listen(1024, ec);
+    acceptor_->open(ep.protocol(), ec);
+    if (!ec) acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_->bind(ep, ec);
+    if (!ec) acceptor_->listen(1024, ec);
     if (ec) {
       return IoError("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
                      ": " + ec.message());
     }
-    port_ = acceptor_.local_endpoint().port();
+    port_ = acceptor_->local_endpoint().port();
+    if (options_.max_connections == 0) {
+      // Leave descriptors for blob files, fills, upstream connections and SQLite.
+      struct rlimit rl;
+      size_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+      options_.max_connections = limit > 2048 ? limit - 1024 : limit / 2;
+    }
     return Status::Ok();
   }
 
   uint16_t port() const override { return port_; }
 
   void Run() override {
-    asio::co_spawn(ioc_, Listen(), asio::detached);
-    signals_.async_wait([this](const beast::error_code& ec, int sig) {
+    asio::co_spawn(*ioc_, Listen(), asio::detached);
+    signals_->async_wait([this](const beast::error_code& ec, int sig) {
       if (!ec) {
         spdlog::info("signal {}: shutting down (grace {} s)", sig, options_.shutdown_grace.count());
         BeginShutdown();
       }
     });
     std::vector<std::thread> threads;
-    for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { ioc_.run(); });
-    ioc_.run();
+    for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { ioc_->run(); });
+    ioc_->run();
     for (auto& t : threads) t.join();
+    // Bounded: transfers in progress abort within about a second, queued work then fails fast.
+    upstreams_.Shutdown();
+    local_.Shutdown();
   }
 
   void Stop() override {
-    asio::post(ioc_, [this] { BeginShutdown(); });
+    asio::post(*ioc_, [this] { BeginShutdown(); });
   }
 
  private:
   void BeginShutdown() {
     if (stopping_.exchange(true)) return;
     beast::error_code ec;
-    acceptor_.close(ec);
-    signals_.cancel();
+    acceptor_->close(ec);
+    signals_->cancel();
     {
       std::lock_guard<std::mutex> lock(sessions_mu_);
       for (const auto& s : sessions_) {
@@ -159,7 +241,7 @@ class ServerImpl : public Server {
   }
 
   void WaitForDrain() {
-    auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(50));
+    auto timer = std::make_shared<asio::steady_timer>(*ioc_, std::chrono::milliseconds(50));
     timer->async_wait([this, timer](const beast::error_code&) {
       size_t active;
       {
@@ -168,40 +250,116 @@ class ServerImpl : public Server {
       }
       if (active == 0 || std::chrono::steady_clock::now() >= deadline_) {
         if (active > 0) spdlog::warn("shutdown grace over: dropping {} connection(s)", active);
-        ioc_.stop();
+        ioc_->stop();
         return;
       }
       WaitForDrain();
     });
   }
 
+  // Past the connection cap: a fixed answer written without waiting, then close. The server
+  // stays responsive for the connections it has.
+  template <typename Socket>
+  static void Refuse(Socket& socket) {
+    static const std::string kReply = [] {
+      std::string body =
+          ErrorBody("UNAVAILABLE", "too many connections to this cache; retry shortly");
+      return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+             "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body;
+    }();
+    ::send(socket.native_handle(), kReply.data(), kReply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    beast::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+  }
+
   awaitable<void> Listen() {
     while (!stopping_) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_), kTuple);
+      auto [ec, socket] = co_await acceptor_->async_accept(asio::make_strand(*ioc_), kTuple);
       if (ec) {
         if (stopping_) co_return;
         if (ec == asio::error::no_descriptors) {
           spdlog::error("accept: out of file descriptors");
-          asio::steady_timer t(ioc_, std::chrono::milliseconds(100));
+          asio::steady_timer t(*ioc_, std::chrono::milliseconds(100));
           co_await t.async_wait(kTuple);
         }
         continue;
       }
+      if (static_cast<size_t>(metrics_.connections.load()) >= options_.max_connections &&
+          !EvictIdleConnection()) {
+        if (!refusing_.exchange(true)) {
+          spdlog::warn("connection cap ({}) reached with every connection busy: refusing new "
+                       "connections with 503",
+                       options_.max_connections);
+        }
+        metrics_.Count("regcache_connections_refused_total", "");
+        Refuse(socket);
+        continue;
+      }
+      refusing_ = false;
+      // Small responses must not wait for Nagle and a delayed ACK (40 ms on every keep-alive
+      // request); bodies are written in large pieces anyway.
+      beast::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
       auto ex = socket.get_executor();
       asio::co_spawn(ex, Session(std::move(socket)), asio::detached);
     }
   }
+
+  // At the connection cap, an idle keep-alive connection is worth less than a new client: closes
+  // the one idle longest. False when every connection is busy.
+  bool EvictIdleConnection() {
+    std::shared_ptr<SessionState> victim;
+    {
+      std::lock_guard<std::mutex> lock(sessions_mu_);
+      int64_t oldest = 0;
+      for (const auto& s : sessions_) {
+        if (s->busy || s->evicted) continue;
+        int64_t since = s->idle_since.load();
+        if (!victim || since < oldest) {
+          victim = s;
+          oldest = since;
+        }
+      }
+      if (!victim) return false;
+      victim->evicted = true;
+    }
+    metrics_.Count("regcache_connections_evicted_total", "");
+    asio::post(victim->executor, [victim] {
+      if (!victim->closed && !victim->busy) {
+        beast::error_code ignored;
+        victim->stream->socket().close(ignored);
+      }
+    });
+    return true;
+  }
+
+  // Releases a session's bookkeeping however its coroutine ends: normally, by an exception, or
+  // by being destroyed with the io_context.
+  struct SessionGuard {
+    ServerImpl* server;
+    std::shared_ptr<SessionState> state;
+    ~SessionGuard() {
+      state->closed = true;
+      server->metrics_.connections--;
+      std::lock_guard<std::mutex> lock(server->sessions_mu_);
+      server->sessions_.erase(state);
+    }
+  };
 
   awaitable<void> Session(tcp::socket socket) {
     beast::tcp_stream stream(std::move(socket));
     auto state = std::make_shared<SessionState>();
     state->executor = stream.get_executor();
     state->stream = &stream;
+    state->idle_since = SteadyNanos();
     {
       std::lock_guard<std::mutex> lock(sessions_mu_);
       sessions_.insert(state);
     }
     metrics_.connections++;
+    SessionGuard guard{this, state};
     beast::flat_buffer buffer;
     while (!stopping_) {
       bhttp::request_parser<bhttp::empty_body> parser;
@@ -209,10 +367,9 @@ class ServerImpl : public Server {
       stream.expires_after(options_.idle_timeout);
       auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
       if (ec == bhttp::error::header_limit) {
-        Reply r = Error(InvalidArgument("request headers exceed " +
-                                        std::to_string(options_.max_header_bytes) + " bytes"),
-                        Endpoint::kOther);
-        r.status = 431;
+        Reply r = ErrorReply(
+            431, "UNSUPPORTED",
+            "request headers exceed " + std::to_string(options_.max_header_bytes) + " bytes");
         r.close = true;
         co_await Write(stream, r, false, false);
         break;
@@ -222,7 +379,26 @@ class ServerImpl : public Server {
       state->busy = true;
       auto start = std::chrono::steady_clock::now();
       Outcome outcome;
-      bool keep = co_await Handle(stream, parser.get(), outcome);
+      bool keep = false;
+      bool failed = false;
+      try {
+        keep = co_await Handle(stream, parser.get(), outcome);
+      } catch (const std::exception& e) {
+        spdlog::error("request {} failed with an exception: {}", std::string(parser.get().target()),
+                      e.what());
+        failed = true;
+      } catch (...) {
+        spdlog::error("request {} failed with an unknown exception",
+                      std::string(parser.get().target()));
+        failed = true;
+      }
+      if (failed && !outcome.sent) {
+        Reply r = ErrorReply(500, "UNKNOWN", "internal error");
+        r.close = true;
+        outcome.status = 500;
+        co_await Write(stream, r, false, false);
+      }
+      state->idle_since = SteadyNanos();
       state->busy = false;
       if (options_.access_log) {
         auto ms = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -235,98 +411,162 @@ class ServerImpl : public Server {
                      outcome.bytes, ms, outcome.cache.empty() ? "-" : outcome.cache,
                      outcome.upstream.empty() ? "-" : outcome.upstream);
       }
-      if (!keep) break;
+      if (failed || !keep) break;
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    state->closed = true;
-    metrics_.connections--;
-    std::lock_guard<std::mutex> lock(sessions_mu_);
-    sessions_.erase(state);
   }
 
-  // Runs a blocking call on the worker pool and resumes the awaiting coroutine on its own
-  // executor. `f` must outlive the co_await: callers pass a named local of their frame. (No
-  // coroutine lambdas here: GCC 12 double-destroys their captures.)
+  // Runs a blocking call on `queue` and resumes the awaiting coroutine on its own executor;
+  // nullopt (at once) when the queue refuses the work. `f` must outlive the co_await: callers
+  // pass a named local of their frame. (No coroutine lambdas here: GCC 12 double-destroys their
+  // captures.)
   template <typename F>
-  auto Offload(F& f) {
+  auto RunOn(WorkQueue& queue, F& f) {
     using R = std::invoke_result_t<F&>;
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::optional<R>)>(
-        [this, &f](auto handler) {
-          asio::post(workers_, [handler = std::move(handler), &f]() mutable {
-            std::optional<R> result(f());
-            auto ex = asio::get_associated_executor(handler);
-            asio::post(ex, [handler = std::move(handler), result = std::move(result)]() mutable {
-              std::move(handler)(std::move(result));
+        [&queue, &f](auto handler) {
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          auto finish = [h](std::optional<R> result) {
+            auto ex = asio::get_associated_executor(*h);
+            asio::post(ex, [h, result = std::move(result)]() mutable {
+              std::move (*h)(std::move(result));
             });
-          });
+          };
+          if (!queue.TrySubmit([&f, finish] { finish(std::optional<R>(f())); })) {
+            finish(std::nullopt);
+          }
         },
         use_awaitable);
   }
 
+  // The same on an upstream's request queue; a refusal becomes 503 + Retry-After.
+  template <typename F>
+  awaitable<std::invoke_result_t<F&>> RunUpstream(cache::Upstream& up, F& f) {
+    auto r = co_await RunOn(up.requests(), f);
+    if (r) co_return std::move(*r);
+    metrics_.Count("regcache_upstream_refused_total",
+                   "upstream=\"" + up.name() + "\",reason=\"overload\"");
+    co_return upstream::WithRetryAfter(
+        Unavailable("too many requests to upstream " + up.name() + " in flight"), 1);
+  }
+
+  // The same on the local workers (SQLite, blob files).
+  template <typename F>
+  awaitable<std::invoke_result_t<F&>> RunLocal(F& f) {
+    auto r = co_await RunOn(local_, f);
+    if (r) co_return std::move(*r);
+    co_return Unavailable("local workers saturated");
+  }
+
+  // Locally produced errors (bad input, routing): their own message.
   Reply Error(const Status& s, Endpoint ep) {
     ErrorSpec spec = ErrorFor(s.code(), ep);
-    Reply r;
-    r.status = static_cast<unsigned>(spec.status);
-    r.body = ErrorBody(spec.code, s.message());
-    r.headers.push_back({"Content-Type", "application/json"});
-    if (spec.status == 429) {
-      int64_t ra = upstream::RetryAfterSeconds(s);
-      r.headers.push_back({"Retry-After", std::to_string(ra > 0 ? ra : 60)});
-    }
+    Reply r = ErrorReply(static_cast<unsigned>(spec.status), spec.code, s.message());
+    AddRetryAfter(r, s, nullptr);
     return r;
   }
 
-  awaitable<bool> Write(beast::tcp_stream& stream, const Reply& r, bool head, bool keep_alive) {
-    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), 11};
-    res.set("Docker-Distribution-API-Version", "registry/2.0");
-    for (const auto& [k, v] : r.headers) res.set(k, v);
-    res.keep_alive(keep_alive && !r.close);
-    if (head) {
-      res.content_length(r.head_length.value_or(r.body.size()));
-    } else {
-      res.body() = r.body;
-      res.prepare_payload();
+  // Failures from the cache for `up`: a public message; the details go to the log.
+  Reply UpstreamError(const Status& s, Endpoint ep, cache::Upstream& up, const Request& req) {
+    if (s.code() != Code::kNotFound) {
+      spdlog::warn("{} {}: {}", std::string(req.method_string()), std::string(req.target()),
+                   s.ToString());
     }
-    auto [ec, n] = co_await bhttp::async_write(stream, res, kTuple);
-    co_return !ec && keep_alive && !r.close;
+    ErrorSpec spec = ErrorFor(s.code(), ep);
+    Reply r =
+        ErrorReply(static_cast<unsigned>(spec.status), spec.code, PublicMessage(s, ep, up.name()));
+    AddRetryAfter(r, s, &up);
+    return r;
   }
 
-  awaitable<bool> Handle(beast::tcp_stream& stream, bhttp::request<bhttp::empty_body>& req,
-                         Outcome& out) {
+  // 429 and 503 always say when to come back.
+  static void AddRetryAfter(Reply& r, const Status& s, cache::Upstream* up) {
+    if (r.status != 429 && r.status != 503) return;
+    int64_t ra = upstream::RetryAfterSeconds(s);
+    if (ra <= 0 && up) ra = up->breaker().RetryAfterSeconds();
+    if (ra <= 0) ra = r.status == 429 ? 60 : 1;
+    r.headers.push_back({"Retry-After", std::to_string(ra)});
+  }
+
+  awaitable<bool> Write(beast::tcp_stream& stream, const Reply& r, bool head, bool keep_alive) {
+    const bool keep = keep_alive && !r.close;
+    stream.expires_after(options_.write_timeout);
+    beast::error_code ec;
+    if (head || r.shared == nullptr) {
+      bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), 11};
+      res.set("Docker-Distribution-API-Version", "registry/2.0");
+      for (const auto& [k, v] : r.headers) res.set(k, v);
+      res.keep_alive(keep);
+      if (head) {
+        res.content_length(
+            r.head_length.value_or(r.shared ? r.shared->bytes.size() : r.body.size()));
+      } else {
+        res.body() = r.body;
+        res.prepare_payload();
+      }
+      auto [e, n] = co_await bhttp::async_write(stream, res, kTuple);
+      ec = e;
+    } else {
+      // Manifests: every client shares the one copy of the bytes.
+      bhttp::response<bhttp::span_body<const char>> res{static_cast<bhttp::status>(r.status), 11};
+      res.set("Docker-Distribution-API-Version", "registry/2.0");
+      for (const auto& [k, v] : r.headers) res.set(k, v);
+      res.keep_alive(keep);
+      res.body() = boost::span<const char>(r.shared->bytes.data(), r.shared->bytes.size());
+      res.prepare_payload();
+      auto [e, n] = co_await bhttp::async_write(stream, res, kTuple);
+      ec = e;
+    }
+    stream.expires_never();
+    co_return !ec && keep;
+  }
+
+  awaitable<bool> Handle(beast::tcp_stream& stream, Request& req, Outcome& out) {
     const bool keep_alive = req.keep_alive() && !stopping_;
     const bool head = req.method() == bhttp::verb::head;
     const bool read_method = head || req.method() == bhttp::verb::get;
-    auto send = [&](Reply r) -> awaitable<bool> {
-      out.status = r.status;
-      out.bytes = head ? 0 : r.body.size();
-      // A request with a body we did not read cannot keep the connection.
-      bool has_body = req.has_content_length() || req.chunked();
-      co_return co_await Write(stream, r, head, keep_alive && !has_body);
-    };
-
+    // A request with a body we did not read cannot keep the connection.
+    const bool can_keep = keep_alive && !(req.has_content_length() || req.chunked());
     Endpoint ep;
     auto route = ParseTarget(std::string(req.target()), &ep);
-    if (!route.ok()) co_return co_await send(Error(route.status(), ep));
+    if (!route.ok()) {
+      Reply reply = Error(route.status(), ep);
+      co_return co_await Send(stream, reply, head, can_keep, out);
+    }
 
-    if (route->kind == RouteKind::kHealth)
-      co_return co_await send(MakeReply(200, "text/plain", "ok\n"));
+    if (route->kind == RouteKind::kHealth) {
+      {
+        Reply reply = MakeReply(200, "text/plain", "ok\n");
+        co_return co_await Send(stream, reply, head, can_keep, out);
+      }
+    }
     if (route->kind == RouteKind::kMetrics) {
       for (auto* u : upstreams_.All()) {
         auto rl = u->client().rate_limit();
         if (rl.remaining >= 0) metrics_.SetRateLimitRemaining(u->name(), rl.remaining);
+        const std::string label = "upstream=\"" + u->name() + "\"";
+        metrics_.SetGauge("regcache_upstream_breaker_state", label,
+                          static_cast<int64_t>(u->breaker().state()));
+        metrics_.SetGauge("regcache_upstream_queue", label,
+                          static_cast<int64_t>(u->requests().load() + u->fills().load()));
       }
-      co_return co_await send(MakeReply(200, "text/plain; version=0.0.4", metrics_.Render()));
+      {
+        Reply reply = MakeReply(200, "text/plain; version=0.0.4", metrics_.Render());
+        co_return co_await Send(stream, reply, head, can_keep, out);
+      }
     }
     if (!read_method || route->kind == RouteKind::kUpload) {
-      Reply r =
-          MakeReply(405, "application/json",
-                    ErrorBody("UNSUPPORTED", "this registry is a read-only pull-through cache"));
+      Reply r = ErrorReply(405, "UNSUPPORTED", "this registry is a read-only pull-through cache");
       r.headers.push_back({"Allow", "GET, HEAD"});
-      co_return co_await send(r);
+      co_return co_await Send(stream, r, head, can_keep, out);
     }
-    if (route->kind == RouteKind::kBase)
-      co_return co_await send(MakeReply(200, "application/json", "{}"));
+    if (route->kind == RouteKind::kBase) {
+      {
+        Reply reply = MakeReply(200, "application/json", "{}");
+        co_return co_await Send(stream, reply, head, can_keep, out);
+      }
+    }
 
     auto choice = ChooseUpstream(
         *route,
@@ -339,7 +579,12 @@ class ServerImpl : public Server {
           auto* u = upstreams_.Find(n);
           return u && u->IsDockerHub();
         });
-    if (!choice.ok()) co_return co_await send(Error(choice.status(), Endpoint::kOther));
+    if (!choice.ok()) {
+      {
+        Reply reply = Error(choice.status(), Endpoint::kOther);
+        co_return co_await Send(stream, reply, head, can_keep, out);
+      }
+    }
     cache::Upstream* up = upstreams_.Find(choice->upstream);
     out.upstream = up->name();
     Headers common;
@@ -347,49 +592,29 @@ class ServerImpl : public Server {
     const std::string repo = choice->repository;
 
     switch (route->kind) {
-      case RouteKind::kManifest: {
-        std::string ref = route->reference;
-        auto work = [this, up, &repo, &ref, head] {
-          return cache_.GetManifest(*up, repo, ref, head);
-        };
-        auto m = std::move(*co_await Offload(work));
-        if (!m.ok()) {
-          metrics_.Request("manifest", "error");
-          Reply r = Error(m.status(), Endpoint::kManifest);
-          r.headers.insert(r.headers.end(), common.begin(), common.end());
-          co_return co_await send(r);
-        }
-        metrics_.Request("manifest", m->result);
-        out.cache = m->result;
-        if (!AcceptsMediaType(req, m->media_type)) {
-          co_return co_await send(
-              Error(NotFound("manifest is " + m->media_type + ", which the client does not accept"),
-                    Endpoint::kManifest));
-        }
-        Reply r;
-        r.headers = common;
-        r.headers.push_back({"Content-Type", m->media_type});
-        r.headers.push_back({"Docker-Content-Digest", m->digest.str()});
-        r.headers.push_back({"ETag", "\"" + m->digest.str() + "\""});
-        if (!m->warning.empty()) r.headers.push_back({"Warning", m->warning});
-        r.head_length = m->size;
-        r.body = std::move(m->bytes);
-        metrics_.bytes_served += head ? 0 : r.body.size();
-        co_return co_await send(std::move(r));
-      }
+      case RouteKind::kManifest:
+        co_return co_await ServeManifest(stream, req, *up, repo, route->reference, common, can_keep,
+                                         head, out);
       case RouteKind::kBlob:
-        co_return co_await ServeBlob(stream, req, *up, repo, route->reference, common, keep_alive,
+        co_return co_await ServeBlob(stream, req, *up, repo, route->reference, common, can_keep,
                                      head, out);
       case RouteKind::kTags: {
         std::string query = route->raw_query.empty() ? "" : "?" + route->raw_query;
         auto work = [this, up, &repo, &query] { return cache_.Tags(*up, repo, query); };
-        auto t = std::move(*co_await Offload(work));
-        if (!t.ok()) co_return co_await send(Error(t.status(), Endpoint::kTags));
+        auto t = co_await RunUpstream(*up, work);
+        if (!t.ok()) {
+          {
+            Reply reply = WithCommon(UpstreamError(t.status(), Endpoint::kTags, *up, req), common);
+            co_return co_await Send(stream, reply, head, can_keep, out);
+          }
+        }
+        out.cache = t->result;
         Reply r;
         r.status = static_cast<unsigned>(t->status);
         r.headers = common;
         r.headers.push_back(
             {"Content-Type", t->content_type.empty() ? "application/json" : t->content_type});
+        if (!t->warning.empty()) r.headers.push_back({"Warning", t->warning});
         if (!t->link.empty()) {
           // Point the next page at this server's path for the repository, as the client named it.
           size_t q = t->link.find('?'), gt = t->link.find('>');
@@ -400,53 +625,317 @@ class ServerImpl : public Server {
           }
         }
         r.body = std::move(t->body);
-        co_return co_await send(std::move(r));
+        co_return co_await Send(stream, r, head, can_keep, out);
       }
       case RouteKind::kReferrers: {
         auto d = oci::Digest::Parse(route->reference).value();
         std::string query = route->raw_query.empty() ? "" : "?" + route->raw_query;
         auto work = [this, up, &repo, &d, &query] { return cache_.Referrers(*up, repo, d, query); };
-        auto t = std::move(*co_await Offload(work));
-        if (!t.ok()) co_return co_await send(Error(t.status(), Endpoint::kReferrers));
+        auto t = co_await RunUpstream(*up, work);
+        if (!t.ok()) {
+          {
+            Reply reply =
+                WithCommon(UpstreamError(t.status(), Endpoint::kReferrers, *up, req), common);
+            co_return co_await Send(stream, reply, head, can_keep, out);
+          }
+        }
+        out.cache = t->result;
         Reply r;
         r.status = static_cast<unsigned>(t->status);
         r.headers = common;
         r.headers.push_back({"Content-Type", t->content_type.empty() ? std::string(oci::kOciIndex)
                                                                      : t->content_type});
+        if (!t->filters_applied.empty()) {
+          r.headers.push_back({"OCI-Filters-Applied", t->filters_applied});
+        }
         r.body = std::move(t->body);
-        co_return co_await send(std::move(r));
+        co_return co_await Send(stream, r, head, can_keep, out);
       }
-      default:
-        co_return co_await send(Error(NotFound("no such endpoint"), Endpoint::kOther));
+      default: {
+        Reply reply = Error(NotFound("no such endpoint"), Endpoint::kOther);
+        co_return co_await Send(stream, reply, head, can_keep, out);
+      }
     }
   }
 
-  awaitable<bool> ServeBlob(beast::tcp_stream& stream, bhttp::request<bhttp::empty_body>& req,
-                            cache::Upstream& up, const std::string& repo, const std::string& ref,
-                            const Headers& common, bool keep_alive, bool head, Outcome& out) {
-    auto digest = oci::Digest::Parse(ref).value();
-    auto work = [this, &up, &repo, &digest, head] {
-      return cache_.OpenBlob(up, repo, digest, head);
-    };
-    auto b = std::move(*co_await Offload(work));
-    if (!b.ok()) {
-      metrics_.Request("blob", "error");
-      Reply r = Error(b.status(), Endpoint::kBlob);
-      r.headers.insert(r.headers.end(), common.begin(), common.end());
-      out.status = r.status;
-      co_return co_await Write(stream, r, head, keep_alive);
-    }
-    metrics_.Request("blob", b->result);
-    out.cache = b->result;
-    struct FdCloser {
-      int fd;
-      ~FdCloser() {
-        if (fd >= 0) ::close(fd);
-      }
-    } closer{b->fd};
+  static Reply WithCommon(Reply r, const Headers& common) {
+    r.headers.insert(r.headers.end(), common.begin(), common.end());
+    return r;
+  }
 
-    ByteRange range = head ? ByteRange{ByteRange::kFull, 0, b->size}
-                           : ParseRange(std::string(req[bhttp::field::range]), b->size);
+  // `r` is a named local of the caller: GCC 12 destroys temporaries inside co_await expressions
+  // twice (seen as a double free), so no reply is ever built inside one.
+  awaitable<bool> Send(beast::tcp_stream& stream, const Reply& r, bool head, bool keep_alive,
+                       Outcome& out) {
+    out.status = r.status;
+    out.bytes = head ? 0 : (r.shared ? r.shared->bytes.size() : r.body.size());
+    out.sent = true;
+    co_return co_await Write(stream, r, head, keep_alive);
+  }
+
+  // Parks until `flight` completes or `wait` passes.
+  awaitable<void> WaitForFlight(const std::shared_ptr<cache::Flight>& flight,
+                                std::chrono::milliseconds wait) {
+    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor, wait);
+    flight->OnDone(Waker(timer));
+    if (!flight->done()) co_await timer->async_wait(kTuple);
+  }
+
+  // Looks a manifest up in memory, then (on a local worker) in the stores.
+  awaitable<Result<cache::ManifestLookup>> LookupManifest(cache::Upstream& up,
+                                                          const std::string& repo,
+                                                          const std::string& ref) {
+    auto lk = cache_.LookupManifest(up, repo, ref, true);
+    if (lk.ok() && lk->state == cache::LookupState::kNeedStore) {
+      auto work = [this, &up, &repo, &ref] { return cache_.LookupManifest(up, repo, ref, false); };
+      lk = co_await RunLocal(work);
+    }
+    co_return lk;
+  }
+
+  awaitable<bool> ServeManifest(beast::tcp_stream& stream, Request& req, cache::Upstream& up,
+                                const std::string& repo, const std::string& ref,
+                                const Headers& common, bool keep_alive, bool head, Outcome& out) {
+    auto lk = co_await LookupManifest(up, repo, ref);
+    if (!lk.ok()) {
+      metrics_.Request("manifest", "error");
+      {
+        Reply reply = WithCommon(UpstreamError(lk.status(), Endpoint::kManifest, up, req), common);
+        co_return co_await Send(stream, reply, head, keep_alive, out);
+      }
+    }
+    cache::ManifestResponse m;
+    if (lk->state == cache::LookupState::kStale) {
+      // One revalidation per tag in flight; only the request that started it waits, and only
+      // briefly. Everyone else is answered from cache at once.
+      bool started = false;
+      auto flight = cache_.Revalidate(up, repo, ref, &started);
+      std::string why = flight ? "revalidating" : "upstream unavailable";
+      if (flight && started && options_.revalidate_wait.count() > 0) {
+        co_await WaitForFlight(flight, options_.revalidate_wait);
+        if (flight->done()) {
+          auto again = co_await LookupManifest(up, repo, ref);
+          if (again.ok() && (again->state == cache::LookupState::kHit ||
+                             again->state == cache::LookupState::kCold)) {
+            lk = std::move(again);
+            if (lk->state == cache::LookupState::kHit) lk->response.result = "revalidated";
+          } else if (!flight->status().ok()) {
+            why = std::string("upstream ") + CodeName(flight->status().code());
+          }
+        }
+      }
+      if (lk->state == cache::LookupState::kStale) {
+        m = std::move(lk->response);
+        m.result = "stale";
+        m.warning = "110 regcache \"Response is stale: " + why + "\"";
+      }
+    }
+    if (lk->state == cache::LookupState::kHit) m = std::move(lk->response);
+    if (lk->state == cache::LookupState::kCold) {
+      auto work = [this, &up, &repo, &ref] { return cache_.FetchManifest(up, repo, ref); };
+      auto fetched = co_await RunUpstream(up, work);
+      if (!fetched.ok()) {
+        metrics_.Request("manifest", "error");
+        {
+          Reply reply =
+              WithCommon(UpstreamError(fetched.status(), Endpoint::kManifest, up, req), common);
+          co_return co_await Send(stream, reply, head, keep_alive, out);
+        }
+      }
+      m = std::move(*fetched);
+    }
+    metrics_.Request("manifest", m.result);
+    out.cache = m.result;
+    if (!AcceptsMediaType(req, m.manifest->media_type)) {
+      {
+        Reply reply = Error(NotFound("manifest is " + m.manifest->media_type +
+                                     ", which the client does not accept"),
+                            Endpoint::kManifest);
+        co_return co_await Send(stream, reply, head, keep_alive, out);
+      }
+    }
+    Reply r;
+    r.headers = common;
+    r.headers.push_back({"Content-Type", m.manifest->media_type});
+    r.headers.push_back({"Docker-Content-Digest", m.digest.str()});
+    r.headers.push_back({"ETag", "\"" + m.digest.str() + "\""});
+    if (!m.warning.empty()) r.headers.push_back({"Warning", m.warning});
+    r.shared = m.manifest;
+    metrics_.bytes_served += head ? 0 : m.manifest->bytes.size();
+    co_return co_await Send(stream, r, head, keep_alive, out);
+  }
+
+  // Looks a blob up in memory, then (on a local worker) in the stores.
+  awaitable<Result<cache::BlobLookup>> LookupBlob(cache::Upstream& up, const std::string& repo,
+                                                  const oci::Digest& digest, bool head) {
+    auto lk = cache_.LookupBlob(up, repo, digest, head, true);
+    if (lk.ok() && lk->state == cache::LookupState::kNeedStore) {
+      auto work = [this, &up, &repo, &digest, head] {
+        return cache_.LookupBlob(up, repo, digest, head, false);
+      };
+      lk = co_await RunLocal(work);
+    }
+    co_return lk;
+  }
+
+  // Parks until `done(state)` holds for the fill, or `limit` passes; returns the last state.
+  awaitable<cache::Fill::State> WaitForFill(cache::Fill& fill,
+                                            bool (*done)(const cache::Fill::State&),
+                                            std::chrono::steady_clock::duration limit) {
+    auto ex = co_await asio::this_coro::executor;
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (true) {
+      auto state = fill.Snapshot();
+      if (done(state) || stopping_ || std::chrono::steady_clock::now() >= until) co_return state;
+      auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(1));
+      fill.WaitForChange(state, Waker(timer));
+      co_await timer->async_wait(kTuple);
+    }
+  }
+
+  awaitable<bool> ServeBlob(beast::tcp_stream& stream, Request& req, cache::Upstream& up,
+                            const std::string& repo, const std::string& ref, const Headers& common,
+                            bool keep_alive, bool head, Outcome& out) {
+    auto digest = oci::Digest::Parse(ref).value();
+    auto fail = [&](const Status& s) -> Reply {
+      metrics_.Request("blob", "error");
+      return WithCommon(UpstreamError(s, Endpoint::kBlob, up, req), common);
+    };
+    auto lk = co_await LookupBlob(up, repo, digest, head);
+    if (lk.ok() && lk->state == cache::LookupState::kUnlinked) {
+      // Unknown in this repository: only upstream can say it is there.
+      auto work = [this, &up, &repo, &digest] { return cache_.ConfirmBlob(up, repo, digest); };
+      auto confirmed = co_await RunUpstream(up, work);
+      if (!confirmed.ok()) {
+        Reply reply = fail(confirmed.status());
+        co_return co_await Send(stream, reply, head, keep_alive, out);
+      }
+      lk = co_await LookupBlob(up, repo, digest, head);
+      if (lk.ok() && lk->state == cache::LookupState::kUnlinked) {
+        lk = NotFound("blob is not linked");
+      }
+    }
+    if (!lk.ok()) {
+      Reply reply = fail(lk.status());
+      co_return co_await Send(stream, reply, head, keep_alive, out);
+    }
+
+    int fd = lk->fd;
+    uint64_t size = lk->size;
+    std::string result = "hit";
+    std::shared_ptr<cache::Fill> fill;
+    if (lk->state == cache::LookupState::kCold) {
+      result = "miss";
+      if (head) {
+        if (size == 0) {
+          auto work = [this, &up, &repo, &digest] { return cache_.ConfirmBlob(up, repo, digest); };
+          auto confirmed = co_await RunUpstream(up, work);
+          if (!confirmed.ok()) {
+            Reply reply = fail(confirmed.status());
+            co_return co_await Send(stream, reply, head, keep_alive, out);
+          }
+          size = *confirmed;
+        }
+      } else {
+        const uint64_t descriptor_size = size;
+        // At most twice: a fill started through another repository may fail for reasons of that
+        // repository alone (absent or forbidden there); then this request fetches through its own.
+        for (int attempt = 0; attempt < 2 && fd < 0 && !fill; ++attempt) {
+          auto started = cache_.StartFill(up, repo, digest);
+          if (!started.ok()) {
+            Reply reply = fail(started.status());
+            co_return co_await Send(stream, reply, head, keep_alive, out);
+          }
+          if (started->fd >= 0) {
+            fd = started->fd;
+            size = started->size;
+            result = "hit";
+            break;
+          }
+          result = started->joined ? "coalesced" : "miss";
+          // No status line before upstream answered: its failure must reach the client as one.
+          auto state = co_await WaitForFill(
+              *started->fill, [](const cache::Fill::State& s) { return s.started || s.done; },
+              options_.fill_start_timeout);
+          if (state.done && !state.status.ok()) {
+            const Code c = state.status.code();
+            if (attempt == 0 && started->fill->repo() != repo &&
+                (c == Code::kNotFound || c == Code::kDenied || c == Code::kUnauthenticated)) {
+              continue;
+            }
+            {
+              Reply reply = fail(state.status);
+              co_return co_await Send(stream, reply, head, keep_alive, out);
+            }
+          }
+          if (!state.started) {
+            {
+              Reply reply = fail(Unavailable("upstream did not begin sending the blob in time"));
+              co_return co_await Send(stream, reply, head, keep_alive, out);
+            }
+          }
+          if (descriptor_size > 0 && descriptor_size != state.size) {
+            // This repository's manifest disagrees with upstream's blob: fail this request only.
+            {
+              Reply reply =
+                  fail(Integrity("descriptor size " + std::to_string(descriptor_size) +
+                                 " differs from upstream's " + std::to_string(state.size)));
+              co_return co_await Send(stream, reply, head, keep_alive, out);
+            }
+          }
+          fill = started->fill;
+          size = state.size;
+        }
+        if (fd < 0 && !fill) {
+          {
+            Reply reply = fail(NotFound("blob is not available"));
+            co_return co_await Send(stream, reply, head, keep_alive, out);
+          }
+        }
+      }
+    }
+    struct FdCloser {
+      int* fd;
+      ~FdCloser() {
+        if (*fd >= 0) ::close(*fd);
+      }
+    } closer{&fd};
+    metrics_.Request("blob", result);
+    out.cache = result;
+
+    ByteRange range = head ? ByteRange{ByteRange::kFull, 0, size}
+                           : ParseRange(std::string(req[bhttp::field::range]), size);
+    if (range.kind == ByteRange::kUnsatisfiable) {
+      Reply r =
+          ErrorReply(416, "SIZE_INVALID",
+                     "range '" + std::string(req[bhttp::field::range]) +
+                         "' is not satisfiable for a blob of " + std::to_string(size) + " bytes");
+      r.headers.push_back({"Content-Range", "bytes */" + std::to_string(size)});
+      {
+        Reply reply = WithCommon(std::move(r), common);
+        co_return co_await Send(stream, reply, head, keep_alive, out);
+      }
+    }
+    if (fill && range.kind == ByteRange::kPartial) {
+      // Only verified bytes are served: a range waits for the fill to commit, then reads the
+      // committed file (a full GET follows the fill, its last byte held until verification).
+      auto state = co_await WaitForFill(
+          *fill, [](const cache::Fill::State& s) { return s.done; }, std::chrono::hours(24));
+      if (!state.done || !state.status.ok()) {
+        {
+          Reply reply = fail(state.done ? state.status : Unavailable("server is shutting down"));
+          co_return co_await Send(stream, reply, head, keep_alive, out);
+        }
+      }
+      auto opened = cache_.OpenCommitted(digest);
+      if (!opened.ok()) {
+        Reply reply = fail(opened.status());
+        co_return co_await Send(stream, reply, head, keep_alive, out);
+      }
+      fd = *opened;
+      fill.reset();
+    }
+
     bhttp::response<bhttp::empty_body> res;
     res.version(11);
     res.set("Docker-Distribution-API-Version", "registry/2.0");
@@ -456,42 +945,37 @@ class ServerImpl : public Server {
     res.set(bhttp::field::etag, "\"" + digest.str() + "\"");
     res.set(bhttp::field::accept_ranges, "bytes");
     res.keep_alive(keep_alive);
-    if (range.kind == ByteRange::kUnsatisfiable) {
-      res.result(bhttp::status::range_not_satisfiable);
-      res.set(bhttp::field::content_range, "bytes */" + std::to_string(b->size));
-      res.content_length(0);
-      out.status = 416;
-      auto [ec, n] = co_await bhttp::async_write(stream, res, kTuple);
-      co_return !ec && keep_alive;
-    }
     if (range.kind == ByteRange::kPartial) {
       res.result(bhttp::status::partial_content);
       res.set(bhttp::field::content_range, "bytes " + std::to_string(range.start) + "-" +
                                                std::to_string(range.start + range.length - 1) +
-                                               "/" + std::to_string(b->size));
+                                               "/" + std::to_string(size));
     } else {
       res.result(bhttp::status::ok);
     }
     res.content_length(range.length);
     out.status = res.result_int();
+    out.sent = true;
+    stream.expires_after(options_.write_timeout);
     auto [ec, n] = co_await bhttp::async_write(stream, res, kTuple);
+    stream.expires_never();
     if (ec || head) co_return !ec && keep_alive;
 
     Status sent;
-    if (b->fill) {
+    if (fill) {
       metrics_.fill_waiters++;
-      sent = co_await SendFromFill(stream, *b->fill, range.start, range.length, out);
+      sent = co_await SendFromFill(stream, *fill, range.start, range.length, out);
       metrics_.fill_waiters--;
     } else {
-      sent = co_await SendFile(stream, b->fd, range.start, range.length, out);
+      sent = co_await SendFile(stream, fd, range.start, range.length, out);
     }
     // A body cut short (fill failed, client gone) leaves the connection unusable: close it.
     co_return sent.ok() && keep_alive;
   }
 
-  // Waits until the socket can take more bytes, or gives up after the idle timeout.
+  // Waits until the socket can take more bytes, or gives up after the write timeout.
   awaitable<bool> WaitWritable(beast::tcp_stream& stream) {
-    asio::steady_timer timer(stream.get_executor(), options_.idle_timeout);
+    asio::steady_timer timer(stream.get_executor(), options_.write_timeout);
     auto r = co_await (stream.socket().async_wait(tcp::socket::wait_write, kTuple) ||
                        timer.async_wait(kTuple));
     co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
@@ -539,9 +1023,9 @@ class ServerImpl : public Server {
         offset += n;
         continue;
       }
+      if (stopping_ && state.done) co_return Unavailable("server is shutting down");
       auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(5));
-      fill.WaitForChange(state.readable,
-                         [timer, ex] { asio::post(ex, [timer] { timer->cancel(); }); });
+      fill.WaitForChange(state, Waker(timer));
       co_await timer->async_wait(kTuple);
     }
     co_return Status::Ok();
@@ -551,15 +1035,17 @@ class ServerImpl : public Server {
   cache::PullThroughCache& cache_;
   cache::UpstreamSet& upstreams_;
   cache::Metrics& metrics_;
-  asio::io_context ioc_;
-  tcp::acceptor acceptor_;
-  asio::signal_set signals_;
-  asio::thread_pool workers_;
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> refusing_{false};
   std::chrono::steady_clock::time_point deadline_;
   std::mutex sessions_mu_;
   std::set<std::shared_ptr<SessionState>> sessions_;
+  WorkQueue local_;
+  // Declared last and torn down first (see the destructor): coroutine frames use the above.
+  std::unique_ptr<asio::io_context> ioc_;
+  std::unique_ptr<tcp::acceptor> acceptor_;
+  std::unique_ptr<asio::signal_set> signals_;
 };
 
 void RaiseFileLimit() {

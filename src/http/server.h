@@ -19,9 +19,20 @@ struct ServerOptions {
   std::string host = "0.0.0.0";
   uint16_t port = 5000;  // 0: any free port (see Server::port)
   int io_threads = 2;
-  int worker_threads = 16;  // for blocking cache calls (upstream HEADs, SQLite)
+  // Threads for local lookups that miss the in-memory index (SQLite, blob files). Upstream work
+  // never runs here: each upstream has its own threads (cache::UpstreamPolicy).
+  int worker_threads = 4;
   std::chrono::seconds shutdown_grace{30};
-  std::chrono::seconds idle_timeout{120};  // keep-alive and stalled-client limit
+  std::chrono::seconds idle_timeout{120};  // keep-alive: how long a connection may sit unused
+  // A client that takes nothing from its socket for this long is dropped (frees what it pins).
+  std::chrono::seconds write_timeout{30};
+  // Connections beyond this are answered 503 and closed; 0: derived from the descriptor limit.
+  size_t max_connections = 0;
+  // How long the first request for a stale tag waits for its revalidation before it is served
+  // the cached copy; every other request for the tag meanwhile is served at once.
+  std::chrono::milliseconds revalidate_wait{100};
+  // How long a client waits for an upstream to begin sending a blob it asked for.
+  std::chrono::seconds fill_start_timeout{60};
   size_t max_header_bytes = 16 * 1024;
   bool access_log = true;
 };
@@ -32,7 +43,8 @@ class Server {
   // The bound port (useful with port 0).
   virtual uint16_t port() const = 0;
   // Serves until SIGTERM/SIGINT or Stop(): then stops accepting, closes idle connections, and
-  // lets running transfers finish for up to shutdown_grace.
+  // lets running transfers finish for up to shutdown_grace. Before returning, it cancels and
+  // drains all upstream work (about a second), so nothing still running can touch the server.
   virtual void Run() = 0;
   virtual void Stop() = 0;
 };

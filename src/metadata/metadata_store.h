@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "oci/digest.h"
@@ -24,6 +25,20 @@ struct TagRecord {
 
 enum class ContentKind { kManifest = 1, kBlob = 2 };
 
+// One page of an upstream's tag list as last fetched (status, body and Link header as received).
+struct TagListRecord {
+  long status = 0;
+  std::string body;
+  std::string content_type;
+  std::string link;
+  int64_t fetched_at = 0;  // unix seconds
+};
+
+struct TagAccess {
+  std::string upstream, repo, tag;
+  int64_t at = 0;  // unix seconds
+};
+
 class MetadataStore {
  public:
   virtual ~MetadataStore() = default;
@@ -36,6 +51,11 @@ class MetadataStore {
   // Records that a client was served the tag at `now` (for eviction by last access).
   virtual Status TouchTagAccessed(const std::string& upstream, const std::string& repo,
                                   const std::string& tag, int64_t now) = 0;
+  // The same for many tags in one transaction (accesses are batched in memory, then flushed).
+  virtual Status TouchTagsAccessed(const std::vector<TagAccess>& accesses) = 0;
+  // Forgets a tag (upstream says it no longer exists). Absent tags are not an error.
+  virtual Status DeleteTag(const std::string& upstream, const std::string& repo,
+                           const std::string& tag) = 0;
   // Last access time of a tag (0 if unknown).
   virtual Result<int64_t> TagAccessedAt(const std::string& upstream, const std::string& repo,
                                         const std::string& tag) = 0;
@@ -46,13 +66,22 @@ class MetadataStore {
   virtual Status PutManifestType(const oci::Digest& digest, const std::string& media_type) = 0;
   virtual Result<std::optional<std::string>> GetManifestType(const oci::Digest& digest) = 0;
 
-  // Links content to a repository; `size` is the descriptor's size (0 if unknown).
+  // Links content to a repository; `size` is the descriptor's size (0 if unknown). The first
+  // known size of a link is kept: a later, different claim (e.g. a HEAD without Content-Length,
+  // or a lying one) never overwrites it.
   virtual Status Link(const std::string& upstream, const std::string& repo,
                       const oci::Digest& digest, ContentKind kind, uint64_t size) = 0;
   // The linked size if the repository is known to contain the digest.
   virtual Result<std::optional<uint64_t>> Linked(const std::string& upstream,
                                                  const std::string& repo,
                                                  const oci::Digest& digest) = 0;
+
+  // Cached tag-list pages, by upstream, repository and query string ("" or "?n=10&last=x").
+  virtual Result<std::optional<TagListRecord>> GetTagList(const std::string& upstream,
+                                                          const std::string& repo,
+                                                          const std::string& query) = 0;
+  virtual Status PutTagList(const std::string& upstream, const std::string& repo,
+                            const std::string& query, const TagListRecord& record) = 0;
 };
 
 // SQLite in WAL mode at `path` (created if missing). Safe to use from many threads.

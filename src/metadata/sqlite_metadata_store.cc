@@ -1,5 +1,6 @@
 #include <sqlite3.h>
 
+#include <map>
 #include <mutex>
 
 #include "metadata/metadata_store.h"
@@ -19,6 +20,11 @@ CREATE TABLE IF NOT EXISTS repo_content (
   upstream TEXT NOT NULL, repo TEXT NOT NULL, digest TEXT NOT NULL,
   kind INTEGER NOT NULL, size INTEGER NOT NULL,
   PRIMARY KEY (upstream, repo, digest));
+CREATE TABLE IF NOT EXISTS tag_lists (
+  upstream TEXT NOT NULL, repo TEXT NOT NULL, query TEXT NOT NULL,
+  status INTEGER NOT NULL, body BLOB NOT NULL, content_type TEXT NOT NULL, link TEXT NOT NULL,
+  fetched_at INTEGER NOT NULL,
+  PRIMARY KEY (upstream, repo, query));
 )sql";
 
 // One connection, serialized by a mutex: statements are tiny and SQLite in WAL mode commits in
@@ -26,6 +32,7 @@ CREATE TABLE IF NOT EXISTS repo_content (
 class SqliteMetadataStore : public MetadataStore {
  public:
   ~SqliteMetadataStore() override {
+    for (auto& [sql, stmt] : prepared_) sqlite3_finalize(stmt);
     if (db_) sqlite3_close(db_);
   }
 
@@ -45,7 +52,7 @@ class SqliteMetadataStore : public MetadataStore {
   Result<std::optional<TagRecord>> GetTag(const std::string& upstream, const std::string& repo,
                                           const std::string& tag) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_,
+    Stmt s(this,
            "SELECT digest, media_type, size, fetched_at, checked_at FROM tags "
            "WHERE upstream=? AND repo=? AND tag=?");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, tag);
@@ -66,7 +73,7 @@ class SqliteMetadataStore : public MetadataStore {
   Status PutTag(const std::string& upstream, const std::string& repo, const std::string& tag,
                 const TagRecord& r) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "INSERT OR REPLACE INTO tags VALUES (?,?,?,?,?,?,?,?,?)");
+    Stmt s(this, "INSERT OR REPLACE INTO tags VALUES (?,?,?,?,?,?,?,?,?)");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, tag).Bind(4, r.digest.str()).Bind(5, r.media_type);
     s.Bind(6, static_cast<int64_t>(r.size)).Bind(7, r.fetched_at).Bind(8, r.checked_at);
     s.Bind(9, r.checked_at);
@@ -76,16 +83,70 @@ class SqliteMetadataStore : public MetadataStore {
   Status TouchTagChecked(const std::string& upstream, const std::string& repo,
                          const std::string& tag, int64_t now) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_,
+    Stmt s(this,
            "UPDATE tags SET checked_at=?, accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
     s.Bind(1, now).Bind(2, now).Bind(3, upstream).Bind(4, repo).Bind(5, tag);
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("updating tag");
   }
 
+  Status TouchTagsAccessed(const std::vector<TagAccess>& accesses) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RC_RETURN_IF_ERROR(Exec("BEGIN"));
+    for (const auto& a : accesses) {
+      Stmt s(this,
+             "UPDATE tags SET accessed_at=MAX(accessed_at, ?) WHERE upstream=? AND repo=? AND "
+             "tag=?");
+      s.Bind(1, a.at).Bind(2, a.upstream).Bind(3, a.repo).Bind(4, a.tag);
+      if (s.Step() != SQLITE_DONE) {
+        Status e = Error("updating tag access");
+        (void)Exec("ROLLBACK");
+        return e;
+      }
+    }
+    return Exec("COMMIT");
+  }
+
+  Status DeleteTag(const std::string& upstream, const std::string& repo,
+                   const std::string& tag) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(this, "DELETE FROM tags WHERE upstream=? AND repo=? AND tag=?");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, tag);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("deleting tag");
+  }
+
+  Result<std::optional<TagListRecord>> GetTagList(const std::string& upstream,
+                                                  const std::string& repo,
+                                                  const std::string& query) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(this,
+           "SELECT status, body, content_type, link, fetched_at FROM tag_lists "
+           "WHERE upstream=? AND repo=? AND query=?");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, query);
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return std::optional<TagListRecord>();
+    if (rc != SQLITE_ROW) return Error("reading tag list");
+    TagListRecord r;
+    r.status = static_cast<long>(s.Int(0));
+    r.body = s.Text(1);
+    r.content_type = s.Text(2);
+    r.link = s.Text(3);
+    r.fetched_at = s.Int(4);
+    return std::optional<TagListRecord>(std::move(r));
+  }
+
+  Status PutTagList(const std::string& upstream, const std::string& repo, const std::string& query,
+                    const TagListRecord& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(this, "INSERT OR REPLACE INTO tag_lists VALUES (?,?,?,?,?,?,?,?)");
+    s.Bind(1, upstream).Bind(2, repo).Bind(3, query).Bind(4, static_cast<int64_t>(r.status));
+    s.Bind(5, r.body).Bind(6, r.content_type).Bind(7, r.link).Bind(8, r.fetched_at);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("writing tag list");
+  }
+
   Status TouchTagAccessed(const std::string& upstream, const std::string& repo,
                           const std::string& tag, int64_t now) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "UPDATE tags SET accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
+    Stmt s(this, "UPDATE tags SET accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
     s.Bind(1, now).Bind(2, upstream).Bind(3, repo).Bind(4, tag);
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("updating tag access");
   }
@@ -93,7 +154,7 @@ class SqliteMetadataStore : public MetadataStore {
   Result<int64_t> TagAccessedAt(const std::string& upstream, const std::string& repo,
                                 const std::string& tag) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "SELECT accessed_at FROM tags WHERE upstream=? AND repo=? AND tag=?");
+    Stmt s(this, "SELECT accessed_at FROM tags WHERE upstream=? AND repo=? AND tag=?");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, tag);
     int rc = s.Step();
     if (rc == SQLITE_DONE) return int64_t{0};
@@ -103,14 +164,14 @@ class SqliteMetadataStore : public MetadataStore {
 
   Status PutManifestType(const oci::Digest& d, const std::string& media_type) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "INSERT OR REPLACE INTO manifest_types VALUES (?,?)");
+    Stmt s(this, "INSERT OR REPLACE INTO manifest_types VALUES (?,?)");
     s.Bind(1, d.str()).Bind(2, media_type);
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("writing manifest type");
   }
 
   Result<std::optional<std::string>> GetManifestType(const oci::Digest& d) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "SELECT media_type FROM manifest_types WHERE digest=?");
+    Stmt s(this, "SELECT media_type FROM manifest_types WHERE digest=?");
     s.Bind(1, d.str());
     int rc = s.Step();
     if (rc == SQLITE_DONE) return std::optional<std::string>();
@@ -121,9 +182,9 @@ class SqliteMetadataStore : public MetadataStore {
   Status Link(const std::string& upstream, const std::string& repo, const oci::Digest& d,
               ContentKind kind, uint64_t size) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_,
+    Stmt s(this,
            "INSERT INTO repo_content VALUES (?,?,?,?,?) ON CONFLICT(upstream, repo, digest) "
-           "DO UPDATE SET size=MAX(size, excluded.size)");
+           "DO UPDATE SET size=excluded.size WHERE size=0");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, d.str()).Bind(4, static_cast<int64_t>(kind));
     s.Bind(5, static_cast<int64_t>(size));
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("linking content");
@@ -132,7 +193,7 @@ class SqliteMetadataStore : public MetadataStore {
   Result<std::optional<uint64_t>> Linked(const std::string& upstream, const std::string& repo,
                                          const oci::Digest& d) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "SELECT size FROM repo_content WHERE upstream=? AND repo=? AND digest=?");
+    Stmt s(this, "SELECT size FROM repo_content WHERE upstream=? AND repo=? AND digest=?");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, d.str());
     int rc = s.Step();
     if (rc == SQLITE_DONE) return std::optional<uint64_t>();
@@ -141,10 +202,24 @@ class SqliteMetadataStore : public MetadataStore {
   }
 
  private:
+  // A cached prepared statement, reset for reuse when this handle goes away. Used under mu_.
   class Stmt {
    public:
-    Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
-    ~Stmt() { sqlite3_finalize(stmt_); }
+    Stmt(SqliteMetadataStore* store, const char* sql) {
+      auto& cached = store->prepared_[sql];
+      if (!cached) {
+        sqlite3_prepare_v3(store->db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &cached, nullptr);
+      }
+      stmt_ = cached;
+    }
+    ~Stmt() {
+      if (stmt_) {
+        sqlite3_reset(stmt_);
+        sqlite3_clear_bindings(stmt_);
+      }
+    }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
     Stmt& Bind(int i, const std::string& v) {
       sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
       return *this;
@@ -156,7 +231,9 @@ class SqliteMetadataStore : public MetadataStore {
     int Step() { return stmt_ ? sqlite3_step(stmt_) : SQLITE_ERROR; }
     std::string Text(int col) {
       auto p = sqlite3_column_text(stmt_, col);
-      return p ? reinterpret_cast<const char*>(p) : "";
+      if (!p) return "";
+      return std::string(reinterpret_cast<const char*>(p),
+                         static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
     }
     int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
 
@@ -180,6 +257,8 @@ class SqliteMetadataStore : public MetadataStore {
 
   sqlite3* db_ = nullptr;
   std::mutex mu_;
+  // Prepared once per SQL text and reused: preparing costs more than running these statements.
+  std::map<const char*, sqlite3_stmt*> prepared_;
 };
 
 }  // namespace
