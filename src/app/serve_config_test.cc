@@ -61,5 +61,43 @@ TEST(ServeConfigTest, RejectsUnknownKeysAndBadValues) {
   EXPECT_FALSE(LoadServeConfig("[", &c).ok());
 }
 
+TEST(ServeConfigTest, FailureHandlingKeys) {
+  ServeConfig c;
+  auto s = LoadServeConfig(R"(
+upstream_timeout: 1500ms
+upstream_concurrency: 4
+upstream_queue: 16
+fill_threads: 2
+fill_queue: 8
+revalidate_wait: 50ms
+negative_ttl: 10s
+breaker_failures: 5
+breaker_open: 2s
+write_timeout: 7s
+max_connections: 300
+fill_start_timeout: 20s
+)",
+                           &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.policy.timeout, std::chrono::milliseconds(1500));
+  EXPECT_EQ(c.policy.request_threads, 4u);
+  EXPECT_EQ(c.policy.request_queue, 16u);
+  EXPECT_EQ(c.policy.fill_threads, 2u);
+  EXPECT_EQ(c.policy.fill_queue, 8u);
+  EXPECT_EQ(c.policy.breaker.failures, 5);
+  EXPECT_EQ(c.policy.breaker.open_for, std::chrono::milliseconds(2000));
+  EXPECT_EQ(c.server.revalidate_wait, std::chrono::milliseconds(50));
+  EXPECT_EQ(c.cache.negative_ttl, std::chrono::seconds(10));
+  EXPECT_EQ(c.server.write_timeout, std::chrono::seconds(7));
+  EXPECT_EQ(c.server.max_connections, 300u);
+  EXPECT_EQ(c.server.fill_start_timeout, std::chrono::seconds(20));
+
+  ServeConfig bad;
+  EXPECT_FALSE(LoadServeConfig("upstream_timeout: 5ms", &bad).ok());
+  EXPECT_FALSE(LoadServeConfig("upstream_concurrency: 0", &bad).ok());
+  EXPECT_FALSE(LoadServeConfig("breaker_open: soon", &bad).ok());
+  EXPECT_FALSE(LoadServeConfig("revalidate_wait: 99999999999999999999ms", &bad).ok());
+}
+
 }  // namespace
 }  // namespace regcache::app
