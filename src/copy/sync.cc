@@ -14,6 +14,8 @@ namespace {
 
 using Seconds = std::chrono::seconds;
 
+constexpr size_t kMaxTagRegexLength = 1024;
+
 Result<std::vector<std::string>> StringList(const YAML::Node& node, const std::string& where) {
   std::vector<std::string> out;
   if (node.IsScalar()) {
@@ -122,6 +124,11 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
     }
     if (n["tag_regex"]) {
       spec.tag_regex = n["tag_regex"].as<std::string>();
+      // std::regex compiles recursively: deep nesting would overflow the stack, not throw.
+      if (spec.tag_regex.size() > kMaxTagRegexLength) {
+        return InvalidArgument(where + ".tag_regex: longer than " +
+                               std::to_string(kMaxTagRegexLength) + " characters");
+      }
       try {
         std::regex re(spec.tag_regex);
       } catch (const std::regex_error& e) {

@@ -74,6 +74,17 @@ TEST(SyncConfigTest, RejectsBadInputNamingTheField) {
   }
 }
 
+// A deeply nested tag_regex overflowed the stack inside std::regex's recursive compiler (a
+// segfault instead of an error naming the field). Found with the fuzz_serve_config target.
+TEST(SyncConfigTest, RefusesOverlongTagRegex) {
+  std::string nested = std::string(100000, '(') + std::string(100000, ')');
+  auto r =
+      ParseSyncConfig("images: [{source: ruby, destination: x.io/r, tag_regex: '" + nested + "'}]");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("images[0].tag_regex"), std::string::npos)
+      << r.status().message();
+}
+
 TEST(SyncConfigTest, Durations) {
   EXPECT_EQ(ParseDuration("90").value(), std::chrono::seconds(90));
   EXPECT_EQ(ParseDuration("6h").value(), std::chrono::seconds(21600));

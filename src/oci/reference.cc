@@ -109,6 +109,8 @@ std::string NormalizeRegistryHost(std::string_view host) {
   if (StartsWith(h, "http://")) h = h.substr(7);
   size_t slash = h.find('/');
   if (slash != std::string::npos) h = h.substr(0, slash);
+  // Blanks between scheme, host and path ("https:// ghcr.io /v2/") are not part of the host.
+  h = std::string(Trim(h));
   if (IsDockerHubAlias(h)) return std::string(kDockerHub);
   return h;
 }

@@ -110,5 +110,17 @@ TEST(ReferenceTest, RegistryHostNormalization) {
   EXPECT_EQ(RegistryApiHost("ghcr.io"), "ghcr.io");
 }
 
+// Found by fuzz_reference: blanks left between the host and the scheme or path survived, so
+// normalizing was not idempotent and "index.docker.io /v1/" missed the Docker Hub alias.
+TEST(ReferenceTest, RegistryHostNormalizationTrimsInnerBlanks) {
+  EXPECT_EQ(NormalizeRegistryHost("ghcr.io /v2/"), "ghcr.io");
+  EXPECT_EQ(NormalizeRegistryHost("https:// quay.io"), "quay.io");
+  EXPECT_EQ(NormalizeRegistryHost("https://index.docker.io /v1/"), "docker.io");
+  for (const char* h : {"ruby:-ba:500 /v1/y", "https://\t a/", "HTTP://X /", "a"}) {
+    std::string once = NormalizeRegistryHost(h);
+    EXPECT_EQ(NormalizeRegistryHost(once), once) << h;
+  }
+}
+
 }  // namespace
 }  // namespace regcache::oci

@@ -1,6 +1,8 @@
 #include "upstream/auth.h"
 
+#include <algorithm>
 #include <cctype>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "base/strings.h"
@@ -99,9 +101,15 @@ Result<BearerToken> ParseTokenResponse(std::string_view body,
   if (t.value.empty()) {
     return Status(Code::kUnauthenticated, "token server answered without a token");
   }
+  // At least 60 s (the token spec); at most a day, so that any value fits the clock (a token
+  // that really lives longer is just fetched again).
   int64_t expires_in = 60;
   if (auto it = doc.find("expires_in"); it != doc.end() && it->is_number_integer()) {
-    expires_in = std::max<int64_t>(60, it->get<int64_t>());
+    constexpr int64_t kDay = 24 * 3600;
+    expires_in = it->is_number_unsigned()
+                     ? static_cast<int64_t>(std::min<uint64_t>(it->get<uint64_t>(), kDay))
+                     : it->get<int64_t>();
+    expires_in = std::clamp<int64_t>(expires_in, 60, kDay);
   }
   // Renew 10 s early so a token never expires in flight.
   t.expires_at = now + std::chrono::seconds(expires_in - 10);
@@ -109,15 +117,20 @@ Result<BearerToken> ParseTokenResponse(std::string_view body,
 }
 
 RateLimitValue ParseRateLimitHeader(std::string_view value) {
+  // A number past int64 is as unknown as junk (-1), never negative.
+  auto parse = [](std::string_view text, int64_t* out) {
+    auto n = ParseUint(text);
+    if (n && *n <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      *out = static_cast<int64_t>(*n);
+    }
+  };
   RateLimitValue v;
   auto parts = Split(value, ';');
   if (parts.empty()) return v;
-  if (auto n = ParseUint(Trim(parts[0]))) v.count = static_cast<int64_t>(*n);
+  parse(Trim(parts[0]), &v.count);
   for (size_t i = 1; i < parts.size(); ++i) {
     std::string_view p = Trim(parts[i]);
-    if (StartsWith(p, "w=")) {
-      if (auto w = ParseUint(p.substr(2))) v.window_s = static_cast<int64_t>(*w);
-    }
+    if (StartsWith(p, "w=")) parse(p.substr(2), &v.window_s);
   }
   return v;
 }

@@ -61,6 +61,19 @@ TEST(TokenResponseTest, TokenOrAccessTokenAndExpiry) {
   EXPECT_EQ(ParseTokenResponse(R"({"token":7})", now).status().code(), Code::kUnauthenticated);
 }
 
+// Found with fuzz_www_authenticate: an expires_in beyond ~292 years overflowed steady_clock's
+// nanoseconds (undefined behaviour; typically an expiry in the past, so no token was ever reused).
+TEST(TokenResponseTest, HugeExpiryIsCappedNotOverflowed) {
+  auto now = std::chrono::steady_clock::now();
+  for (const char* body : {R"({"token":"a","expires_in":10000000000})",
+                           R"({"token":"a","expires_in":9223372036854775807})"}) {
+    auto t = ParseTokenResponse(body, now);
+    ASSERT_TRUE(t.ok()) << body;
+    EXPECT_GE(t->expires_at - now, std::chrono::hours(1)) << body;
+    EXPECT_LE(t->expires_at - now, std::chrono::hours(24)) << body;
+  }
+}
+
 TEST(UserPassTest, Parses) {
   auto c = ParseUserPass("AWS:pa:ss");
   ASSERT_TRUE(c.ok());
@@ -76,6 +89,15 @@ TEST(RateLimitTest, ParsesHubHeaders) {
   EXPECT_EQ(v.window_s, 21600);
   EXPECT_EQ(ParseRateLimitHeader("97").count, 97);
   EXPECT_EQ(ParseRateLimitHeader("junk").count, -1);
+}
+
+// Found by fuzz_www_authenticate: numbers past int64 came back negative, which the sync
+// rate-limit guard would read as "quota exhausted". Out of range is as unknown as junk.
+TEST(RateLimitTest, OutOfRangeIsUnknownNotNegative) {
+  auto v = ParseRateLimitHeader("15118446744073709551;w=9223372036854775808");
+  EXPECT_EQ(v.count, -1);
+  EXPECT_EQ(v.window_s, -1);
+  EXPECT_EQ(ParseRateLimitHeader("9223372036854775807").count, 9223372036854775807);
 }
 
 TEST(StatusFromResponseTest, MapsCodesAndQuotesRegistry) {

@@ -1,5 +1,6 @@
 #include "upstream/retry.h"
 
+#include <algorithm>
 #include <ctime>
 #include <random>
 #include <string>
@@ -24,16 +25,21 @@ bool IsRetryableHttpStatus(long status) {
 
 std::optional<std::chrono::seconds> ParseRetryAfter(std::string_view value,
                                                     std::chrono::system_clock::time_point now) {
+  // Longer waits mean the same to every caller ("more than I will wait") and are clamped, so
+  // that the value converts to any clock's duration without overflow.
+  constexpr std::chrono::seconds kMax = std::chrono::hours(24 * 365);
   value = Trim(value);
   if (value.empty()) return std::nullopt;
-  if (auto n = ParseUint(value)) return std::chrono::seconds(static_cast<int64_t>(*n));
+  if (auto n = ParseUint(value)) {
+    return std::chrono::seconds(static_cast<int64_t>(std::min<uint64_t>(*n, kMax.count())));
+  }
   std::tm tm{};
   std::string s(value);
   if (!strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm)) return std::nullopt;
-  time_t when = timegm(&tm);
-  auto delta = std::chrono::system_clock::from_time_t(when) - now;
-  if (delta.count() < 0) return std::chrono::seconds(0);
-  return std::chrono::duration_cast<std::chrono::seconds>(delta);
+  // In seconds: an HTTP-date's year 0..9999 is outside system_clock's nanosecond range.
+  auto delta = std::chrono::seconds(timegm(&tm)) -
+               std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch());
+  return std::clamp(delta, std::chrono::seconds(0), kMax);
 }
 
 }  // namespace regcache::upstream

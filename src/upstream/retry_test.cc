@@ -37,5 +37,22 @@ TEST(RetryTest, RetryAfterSecondsAndDate) {
   EXPECT_FALSE(ParseRetryAfter("-5", now));
 }
 
+// Found by fuzz_www_authenticate: a delta beyond int64 came back negative, and a date after 2262
+// or before 1678 overflowed system_clock's nanoseconds (undefined behaviour). Both are "longer
+// than any limit" or "already passed", never negative.
+TEST(RetryTest, RetryAfterOutOfRangeIsLongOrZeroNeverNegative) {
+  auto now = std::chrono::system_clock::from_time_t(1700000000);
+  const auto year = std::chrono::hours(24 * 365);
+  for (const char* v : {"18446744073709551615", "9223372036854775808",
+                        "Wed, 21 Oct 8310 07:28:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT"}) {
+    auto ra = ParseRetryAfter(v, now);
+    ASSERT_TRUE(ra) << v;
+    EXPECT_GE(*ra, year) << v;
+    // Callers convert it to milliseconds to sleep; that must not overflow either.
+    EXPECT_GT(std::chrono::duration_cast<std::chrono::milliseconds>(*ra).count(), 0) << v;
+  }
+  EXPECT_EQ(ParseRetryAfter("Mon, 01 Jan 1000 00:00:00 GMT", now), std::chrono::seconds(0));
+}
+
 }  // namespace
 }  // namespace regcache::upstream
