@@ -543,7 +543,7 @@ class ServeFaultsTest(RegistryTestCase):
         peak = [rc.rss_kib()]
         socks = []
         try:
-            while len(socks) < 200 and peak[-1] <= limit_kib:  # over the limit: enough to fail
+            while len(socks) < 200 and (peak[-1] <= limit_kib or os.environ.get("REGCACHE_SANITIZED")):
                 for _ in range(10):
                     s = socket.socket()
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that stalls
@@ -555,7 +555,10 @@ class ServeFaultsTest(RegistryTestCase):
                 peak.append(rc.rss_kib())
             self.assert_pulls(rc, img)  # during
             dropped = wait_until(lambda: peak.append(rc.rss_kib()) or rc.fd_count() <= base_fds + 10, 6, 0.25)
-            self.assertLess(max(peak), limit_kib, "VmRSS peaked at %d KiB" % max(peak))
+            # An ASan build keeps freed memory in quarantine, so its RSS says nothing about what
+            # the server holds; CI runs these tests once on such a build for its reports.
+            if not os.environ.get("REGCACHE_SANITIZED"):
+                self.assertLess(max(peak), limit_kib, "VmRSS peaked at %d KiB" % max(peak))
             self.assertTrue(dropped, "fds: %d at the start, %d now" % (base_fds, rc.fd_count()))
             self.assert_pulls(rc, img)  # after
         finally:
