@@ -32,6 +32,18 @@ constexpr Help kHelp[] = {
 
 }  // namespace
 
+namespace {
+constexpr const char* kRequestKinds[] = {"manifest", "blob"};
+constexpr const char* kRequestResults[] = {"hit",       "miss",     "stale", "revalidated",
+                                           "coalesced", "negative", "error"};
+int IndexOf(const std::string& value, const char* const* names, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (value == names[i]) return i;
+  }
+  return -1;
+}
+}  // namespace
+
 void Metrics::Count(const std::string& name, const std::string& labels, uint64_t by) {
   std::lock_guard<std::mutex> lock(mu_);
   counters_[{name, labels}] += by;
@@ -43,6 +55,11 @@ void Metrics::SetGauge(const std::string& name, const std::string& labels, int64
 }
 
 void Metrics::Request(const std::string& kind, const std::string& result) {
+  int k = IndexOf(kind, kRequestKinds, kKinds), r = IndexOf(result, kRequestResults, kResults);
+  if (k >= 0 && r >= 0) {
+    requests_[k][r].fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   ++counters_[{"regcache_requests_total", "kind=\"" + kind + "\",result=\"" + result + "\""}];
 }
@@ -60,6 +77,16 @@ void Metrics::SetRateLimitRemaining(const std::string& upstream, int64_t remaini
 }
 
 uint64_t Metrics::Get(const std::string& name, const std::string& labels) {
+  if (name == "regcache_requests_total") {
+    for (int k = 0; k < kKinds; ++k) {
+      for (int r = 0; r < kResults; ++r) {
+        if (labels == std::string("kind=\"") + kRequestKinds[k] + "\",result=\"" +
+                          kRequestResults[r] + "\"") {
+          return requests_[k][r].load();
+        }
+      }
+    }
+  }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = counters_.find({name, labels});
   return it == counters_.end() ? 0 : it->second;
@@ -68,6 +95,15 @@ uint64_t Metrics::Get(const std::string& name, const std::string& labels) {
 std::string Metrics::Render() {
   std::ostringstream out;
   std::lock_guard<std::mutex> lock(mu_);
+  for (int k = 0; k < kKinds; ++k) {
+    for (int r = 0; r < kResults; ++r) {
+      if (uint64_t v = requests_[k][r].load()) {
+        counters_[{"regcache_requests_total", std::string("kind=\"") + kRequestKinds[k] +
+                                                  "\",result=\"" + kRequestResults[r] + "\""}] =
+            v;
+      }
+    }
+  }
   for (const auto& h : kHelp) {
     out << "# HELP " << h.name << " " << h.text << "\n# TYPE " << h.name << " " << h.type
         << "\n";

@@ -73,9 +73,8 @@ void PullThroughCache::RememberMissing(const std::string& key) {
 
 // ---- access tracking ------------------------------------------------------------------------
 
-void PullThroughCache::NoteAccess(const std::string& upstream, const std::string& repo,
-                                  const std::string& tag) {
-  std::string key = HotIndex::Key(upstream, repo, tag);
+void PullThroughCache::NoteAccess(const std::string& key, const std::string& upstream,
+                                  const std::string& repo, const std::string& tag) {
   const int64_t now = NowSeconds();
   std::lock_guard<std::mutex> lock(access_mu_);
   auto& a = accessed_[key];
@@ -206,7 +205,7 @@ Result<ManifestLookup> PullThroughCache::LookupManifest(Upstream& up, const std:
   out.response.manifest = std::move(m);
   out.response.digest = row->digest;
   out.response.result = fresh ? "hit" : "stale";
-  NoteAccess(up.name(), repo, reference);
+  NoteAccess(key, up.name(), repo, reference);
   return out;
 }
 
@@ -353,7 +352,7 @@ Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up,
   RC_RETURN_IF_ERROR(PutTag(up, repo, reference,
                             metadata::TagRecord{out.digest, out.manifest->media_type,
                                                 out.manifest->bytes.size(), now, now}));
-  NoteAccess(name, repo, reference);
+  NoteAccess(key, name, repo, reference);
   return out;
 }
 

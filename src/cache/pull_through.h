@@ -151,7 +151,9 @@ class PullThroughCache {
                 const metadata::TagRecord& record);
   void RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::string key,
                std::unique_ptr<storage::BlobWriter> writer);
-  void NoteAccess(const std::string& upstream, const std::string& repo, const std::string& tag);
+  // `key` is HotIndex::Key(upstream, repo, tag), which the caller has built already.
+  void NoteAccess(const std::string& key, const std::string& upstream, const std::string& repo,
+                  const std::string& tag);
   bool IsKnownMissing(const std::string& key);
   void RememberMissing(const std::string& key);
 
