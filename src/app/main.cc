@@ -305,6 +305,9 @@ int main(int argc, char** argv) {
   serve->add_option("--tag-ttl", serve_ttl,
                     "how long a tag is served without asking upstream (e.g. 5m)");
   serve->add_flag("--no-access-log", no_access_log, "do not log every request");
+  std::string serve_max_size;
+  serve->add_option("--max-size", serve_max_size,
+                    "cap on stored blobs: 20GiB, 500MiB, or 80% of the file system (default 80%)");
 
   try {
     app.parse(argc, argv);
@@ -349,6 +352,10 @@ int main(int argc, char** argv) {
       for (auto& u : serve_config.upstreams) u.tag_ttl = *ttl;
     }
     if (no_access_log) serve_config.server.access_log = false;
+    if (!serve_max_size.empty()) {
+      auto s = regcache::cache::ParseStorageSize(serve_max_size, &serve_config.storage);
+      if (!s.ok()) return ReportFailure(s.WithContext("--max-size"));
+    }
     return RunServe(serve_config);
   }
   return kExitInvalidInput;

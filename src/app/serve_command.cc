@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "app/exit_codes.h"
+#include "base/strings.h"
 #include "cache/pull_through.h"
 #include "metadata/metadata_store.h"
 #include "storage/blob_store.h"
@@ -33,6 +34,13 @@ int RunServe(const ServeConfig& config) {
   if (!upstreams.ok()) return ReportFailure(upstreams.status());
 
   cache::PullThroughCache cache(**blobs, **meta, metrics, config.cache);
+  cache::BlobLedger ledger;
+  cache::Evictor evictor(**blobs, **meta, ledger, metrics, config.storage);
+  if (Status s = evictor.Start(); !s.ok()) {
+    (*upstreams)->Shutdown();
+    return ReportFailure(s);
+  }
+  cache.AttachStorage(&ledger, &evictor);
   auto server = http::CreateServer(config.server, cache, **upstreams, metrics);
   if (!server.ok()) {
     (*upstreams)->Shutdown();
@@ -55,8 +63,9 @@ int RunServe(const ServeConfig& config) {
     names += (names.empty() ? "" : ", ") + u->name() +
              (u == (*upstreams)->Default() ? " (default)" : "");
   }
-  spdlog::info("regcache serve listening on {}:{}, data in {}, upstreams: {}", config.server.host,
-               (*server)->port(), config.data_dir, names);
+  spdlog::info("regcache serve listening on {}:{}, data in {} (cap {}), upstreams: {}",
+               config.server.host, (*server)->port(), config.data_dir,
+               HumanBytes(evictor.cap_bytes()), names);
   (*server)->Run();  // returns with all upstream work cancelled and drained
   {
     std::lock_guard<std::mutex> lock(flush_mu);
@@ -66,6 +75,7 @@ int RunServe(const ServeConfig& config) {
   flusher.join();
   cache.FlushAccess();
   server->reset();
+  evictor.Stop();
   spdlog::info("stopped");
   return kExitOk;
 }

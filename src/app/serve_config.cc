@@ -42,6 +42,15 @@ Status LoadPolicy(const YAML::Node& root, ServeConfig* c) {
   RC_RETURN_IF_ERROR(LoadDuration(root, "negative_ttl", &c->cache.negative_ttl));
   RC_RETURN_IF_ERROR(LoadDuration(root, "write_timeout", &c->server.write_timeout));
   RC_RETURN_IF_ERROR(LoadDuration(root, "fill_start_timeout", &c->server.fill_start_timeout));
+  if (root["max_size"]) {
+    RC_RETURN_IF_ERROR(cache::ParseStorageSize(root["max_size"].as<std::string>(), &c->storage)
+                           .WithContext("max_size"));
+  }
+  if (root["metadata_retention"]) {
+    RC_ASSIGN_OR_RETURN(auto r, copy::ParseDuration(root["metadata_retention"].as<std::string>()));
+    if (r.count() < 3600) return InvalidArgument("metadata_retention must be at least 1h");
+    c->storage.retention = std::chrono::duration_cast<std::chrono::hours>(r);
+  }
   if (p.timeout.count() < 100) return InvalidArgument("upstream_timeout must be at least 100ms");
   if (c->server.write_timeout.count() < 1) return InvalidArgument("write_timeout must be >= 1s");
   p.breaker.max_open_for = std::max(p.breaker.max_open_for, p.breaker.open_for);
@@ -58,7 +67,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
        "fill_threads", "shutdown_grace", "idle_timeout", "access_log", "log_level",
        "upstream_timeout", "upstream_concurrency", "upstream_queue", "fill_queue",
        "revalidate_wait", "negative_ttl", "breaker_failures", "breaker_open", "write_timeout",
-       "max_connections", "fill_start_timeout"},
+       "max_connections", "fill_start_timeout", "max_size", "metadata_retention"},
       "serve config"));
   if (root["listen"]) RC_RETURN_IF_ERROR(ParseListen(root["listen"].as<std::string>(), &c->server));
   if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "cache/evictor.h"
 #include "cache/pull_through.h"
 #include "cache/upstream_set.h"
 #include "http/server.h"
@@ -18,6 +19,7 @@ struct ServeConfig {
   std::string default_upstream = "docker.io";
   cache::UpstreamPolicy policy;   // per-upstream threads, deadlines, breaker
   cache::CacheOptions cache;      // negative caching, revalidation back-off
+  cache::StorageLimits storage;   // size cap, watermarks, metadata retention
   std::string log_level = "info";
 };
 

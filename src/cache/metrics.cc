@@ -1,5 +1,6 @@
 #include "cache/metrics.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace regcache::cache {
@@ -26,6 +27,10 @@ constexpr Help kHelp[] = {
      "Connections answered 503 and closed because the connection cap was reached."},
     {"regcache_connections_evicted_total", "counter",
      "Idle connections closed to make room for new ones at the connection cap."},
+    {"regcache_evictions_total", "counter", "Blobs evicted, by reason."},
+    {"regcache_evicted_bytes_total", "counter", "Bytes evicted, by reason."},
+    {"regcache_metadata_expired_total", "counter",
+     "Tag and link records removed by retention."},
     {"regcache_revalidations_total", "counter",
      "Background tag revalidations by outcome (same, moved, gone, failed)."},
 };
@@ -126,6 +131,25 @@ std::string Metrics::Render() {
   out << "# HELP regcache_fill_waiters Clients streaming from a fill that is still downloading.\n"
          "# TYPE regcache_fill_waiters gauge\nregcache_fill_waiters "
       << fill_waiters.load() << "\n";
+  const uint64_t served = bytes_served.load(), fetched = bytes_fetched.load();
+  out << "# HELP regcache_store_bytes Bytes of committed blobs and manifests.\n"
+         "# TYPE regcache_store_bytes gauge\nregcache_store_bytes "
+      << store_bytes.load() << "\n";
+  out << "# HELP regcache_store_blobs Committed blobs and manifests.\n"
+         "# TYPE regcache_store_blobs gauge\nregcache_store_blobs "
+      << store_blobs.load() << "\n";
+  out << "# HELP regcache_store_cap_bytes The size cap of the store.\n"
+         "# TYPE regcache_store_cap_bytes gauge\nregcache_store_cap_bytes "
+      << store_cap_bytes.load() << "\n";
+  out << "# HELP regcache_passthrough_total Misses served without being stored (no room).\n"
+         "# TYPE regcache_passthrough_total counter\nregcache_passthrough_total "
+      << passthrough.load() << "\n";
+  out << "# HELP regcache_byte_hit_ratio Share of bytes served that did not come from upstream.\n"
+         "# TYPE regcache_byte_hit_ratio gauge\nregcache_byte_hit_ratio "
+      << (served == 0 ? 0.0
+                      : 1.0 - static_cast<double>(std::min(served, fetched)) /
+                                  static_cast<double>(served))
+      << "\n";
   out << "# HELP regcache_connections Open client connections.\n"
          "# TYPE regcache_connections gauge\nregcache_connections "
       << connections.load() << "\n";

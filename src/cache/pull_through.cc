@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "base/strings.h"
 #include "oci/manifest.h"
 
 namespace regcache::cache {
@@ -121,6 +122,7 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
   std::string media_type =
       oci::IsManifestMediaType(m.info.media_type) ? m.info.media_type : parsed->media_type;
   RC_RETURN_IF_ERROR(blobs_.PutSmall(m.info.digest, m.bytes));
+  if (ledger_) ledger_->Added(m.info.digest, m.bytes.size(), true);
   RC_RETURN_IF_ERROR(meta_.PutManifestType(m.info.digest, media_type));
   metrics_.bytes_fetched += m.bytes.size();
   const std::string& name = up.name();
@@ -383,6 +385,7 @@ Result<BlobLookup> PullThroughCache::LookupBlob(Upstream& up, const std::string&
     if (head) return out;
     auto fd = blobs_.Open(digest);
     if (fd.ok()) {
+      if (ledger_) ledger_->Touched(digest);
       out.fd = *fd;
       return out;
     }
@@ -472,12 +475,18 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
                                std::unique_ptr<storage::BlobWriter> writer) {
   const oci::Digest& digest = fill->digest();
   uint64_t size = 0;
+  bool keep = true;      // false: no room in the store: serve it, then let it go
+  bool reserved = false;
   Status s = up.Guarded([&] {
     return up.client().FetchBlob(
         fill->repo(), digest,
         [&](uint64_t n) -> Status {
           if (n > kMaxBlobBytes) return Unavailable("upstream announced an absurd blob size");
           size = n;
+          if (evictor_) {
+            reserved = evictor_->Reserve(n);
+            keep = reserved;
+          }
           fill->Start(n);
           return Status::Ok();
         },
@@ -488,11 +497,22 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
           return Status::Ok();
         });
   });
-  if (s.ok()) {
+  if (storage::IsNoSpace(s) && evictor_) evictor_->NoSpace();
+  if (s.ok() && keep) {
     s = writer->Commit(size);
+    if (storage::IsNoSpace(s) && evictor_) evictor_->NoSpace();
+    if (s.ok() && ledger_) ledger_->Added(digest, size, false);
   } else {
+    // Verified (or failed): either way nothing stays. Readers keep reading through the fill's
+    // descriptor until they are done; the file goes with the last of them.
     writer->Abort();
+    if (s.ok()) {
+      metrics_.passthrough++;
+      spdlog::info("served {} ({}) without storing it: no room under the size cap", digest.str(),
+                   HumanBytes(size));
+    }
   }
+  if (reserved) evictor_->Release(size);
   if (!s.ok()) {
     spdlog::warn("fill of {} from {}/{} failed: {}", digest.str(), up.name(), fill->repo(),
                  s.ToString());

@@ -23,8 +23,10 @@
 
 #include "base/status.h"
 #include "cache/fill.h"
+#include "cache/evictor.h"
 #include "cache/flight.h"
 #include "cache/hot_index.h"
+#include "cache/ledger.h"
 #include "cache/metrics.h"
 #include "cache/upstream_set.h"
 #include "metadata/metadata_store.h"
@@ -87,6 +89,15 @@ class PullThroughCache {
  public:
   PullThroughCache(storage::BlobStore& blobs, metadata::MetadataStore& meta, Metrics& metrics,
                    CacheOptions options = {});
+
+  // Bounded storage: commits and hits are reported to `ledger`; a fill that `evictor` cannot make
+  // room for is served without being stored. Without them the store grows without bound.
+  void AttachStorage(BlobLedger* ledger, Evictor* evictor) {
+    ledger_ = ledger;
+    evictor_ = evictor;
+  }
+  // Empty when storage is healthy; otherwise why not (for /readyz).
+  std::string StorageDegraded() { return evictor_ ? evictor_->Degraded() : std::string(); }
 
   // Local answer for GET/HEAD of a manifest by tag or digest. Errors only for local failures.
   Result<ManifestLookup> LookupManifest(Upstream& up, const std::string& repo,
@@ -162,6 +173,8 @@ class PullThroughCache {
   Metrics& metrics_;
   const CacheOptions options_;
   HotIndex hot_;
+  BlobLedger* ledger_ = nullptr;
+  Evictor* evictor_ = nullptr;
   SingleFlight<Result<ManifestResponse>> manifest_fetches_;
 
   std::mutex fills_mu_;

@@ -51,6 +51,10 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
     r.kind = RouteKind::kHealth;
     return r;
   }
+  if (path == "/readyz") {
+    r.kind = RouteKind::kReady;
+    return r;
+  }
   if (path == "/metrics") {
     r.kind = RouteKind::kMetrics;
     return r;

@@ -15,7 +15,17 @@
 
 namespace regcache::http {
 
-enum class RouteKind { kBase, kManifest, kBlob, kTags, kReferrers, kUpload, kHealth, kMetrics };
+enum class RouteKind {
+  kBase,
+  kManifest,
+  kBlob,
+  kTags,
+  kReferrers,
+  kUpload,
+  kHealth,
+  kReady,
+  kMetrics
+};
 
 struct Route {
   RouteKind kind = RouteKind::kBase;

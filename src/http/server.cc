@@ -20,6 +20,8 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "base/strings.h"
 #include "base/work_queue.h"
 #include "http/errors.h"
@@ -535,7 +537,8 @@ class ServerImpl : public Server {
   }
 
   awaitable<bool> Handle(beast::tcp_stream& stream, Request& req, Outcome& out) {
-    const bool keep_alive = req.keep_alive() && !stopping_;
+    // HTTP/1.0 keep-alive is not offered: such clients get their answer and a close.
+    const bool keep_alive = req.keep_alive() && req.version() >= 11 && !stopping_;
     const bool head = req.method() == bhttp::verb::head;
     const bool read_method = head || req.method() == bhttp::verb::get;
     // A request with a body we did not read cannot keep the connection.
@@ -552,6 +555,17 @@ class ServerImpl : public Server {
         Reply reply = MakeReply(200, "text/plain", "ok\n");
         co_return co_await Send(stream, reply, head, can_keep, out);
       }
+    }
+    if (route->kind == RouteKind::kReady) {
+      // Liveness is /healthz; this says whether the cache works fully. Degraded storage still
+      // serves (misses pass through), so balancers may prefer another node but need not.
+      std::string why = cache_.StorageDegraded();
+      Reply reply = why.empty() ? MakeReply(200, "text/plain", "ready\n")
+                                : MakeReply(503, "application/json",
+                                            nlohmann::json({{"status", "degraded"},
+                                                            {"storage", why}})
+                                                .dump());
+      co_return co_await Send(stream, reply, head, can_keep, out);
     }
     if (route->kind == RouteKind::kMetrics) {
       for (auto* u : upstreams_.All()) {
@@ -941,6 +955,11 @@ class ServerImpl : public Server {
         }
       }
       auto opened = cache_.OpenCommitted(digest);
+      if (!opened.ok() && opened.status().code() == Code::kNotFound) {
+        // Served without being stored (no room): the verified bytes are in the fill's file.
+        int copy = ::dup(fill->fd());
+        opened = copy >= 0 ? Result<int>(copy) : Result<int>(IoError("dup failed"));
+      }
       if (!opened.ok()) {
         Reply reply = fail(opened.status());
         co_return co_await Send(stream, reply, head, keep_alive, out);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,20 @@ struct TagListRecord {
   std::string content_type;
   std::string link;
   int64_t fetched_at = 0;  // unix seconds
+};
+
+// What the cache knows about a stored blob for eviction (persisted in batches).
+struct BlobUsage {
+  oci::Digest digest;
+  uint64_t size = 0;
+  bool manifest = false;
+  int64_t last_access = 0;  // unix seconds
+  uint32_t hits = 0;
+};
+
+struct RetentionResult {
+  int64_t tags = 0;
+  int64_t links = 0;
 };
 
 struct TagAccess {
@@ -75,6 +90,17 @@ class MetadataStore {
   virtual Result<std::optional<uint64_t>> Linked(const std::string& upstream,
                                                  const std::string& repo,
                                                  const oci::Digest& digest) = 0;
+
+  // Blob usage, as last saved: every row once, for start-up.
+  virtual Status LoadBlobUsage(const std::function<void(const BlobUsage&)>& found) = 0;
+  // Saves usage rows and forgets removed blobs, in one transaction.
+  virtual Status SaveBlobUsage(const std::vector<BlobUsage>& upserts,
+                               const std::vector<oci::Digest>& removed) = 0;
+  // Retention: removes tags neither accessed nor checked since `before` (unix seconds), links of
+  // repositories left with no tag that were not written since then, and old tag lists.
+  virtual Result<RetentionResult> ExpireUnused(int64_t before) = 0;
+  // Returns up to `pages` free pages of the database file to the file system.
+  virtual Status Compact(int pages) = 0;
 
   // Cached tag-list pages, by upstream, repository and query string ("" or "?n=10&last=x").
   virtual Result<std::optional<TagListRecord>> GetTagList(const std::string& upstream,

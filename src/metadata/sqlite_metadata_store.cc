@@ -1,5 +1,7 @@
 #include <sqlite3.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -27,6 +29,16 @@ CREATE TABLE IF NOT EXISTS tag_lists (
   PRIMARY KEY (upstream, repo, query));
 )sql";
 
+// Version 2: blob usage for eviction, link times for retention.
+constexpr int kSchemaVersion = 2;
+constexpr const char* kSchemaV2 = R"sql(
+ALTER TABLE repo_content ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS blob_usage (
+  digest TEXT PRIMARY KEY, size INTEGER NOT NULL, manifest INTEGER NOT NULL,
+  last_access INTEGER NOT NULL, hits INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tags_by_access ON tags (accessed_at);
+)sql";
+
 // One connection, serialized by a mutex: statements are tiny and SQLite in WAL mode commits in
 // microseconds; this keeps the store simple and safe from any thread.
 class SqliteMetadataStore : public MetadataStore {
@@ -46,7 +58,50 @@ class SqliteMetadataStore : public MetadataStore {
     sqlite3_busy_timeout(db_, 5000);
     RC_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
     RC_RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL"));
-    return Exec(kSchema);
+    return Migrate();
+  }
+
+  // Brings a store of any earlier version forward, one step per version, each in a transaction.
+  // Version 0 is a fresh file or a store from before versioning (regcache 0.1: tags,
+  // manifest_types, repo_content).
+  Status Migrate() {
+    int64_t version = 0;
+    {
+      Stmt s(this, "PRAGMA user_version");
+      if (s.Step() == SQLITE_ROW) version = s.Int(0);
+    }
+    if (version > kSchemaVersion) {
+      return IoError("metadata database has schema version " + std::to_string(version) +
+                     ", newer than this regcache understands (" +
+                     std::to_string(kSchemaVersion) + ")");
+    }
+    if (version < 2) {
+      // Freed pages go back to the file system a little at a time (see Compact). Switching
+      // an existing file needs one VACUUM; a new file only needs the pragma before any table.
+      int64_t auto_vacuum = 0;
+      {
+        Stmt s(this, "PRAGMA auto_vacuum");
+        if (s.Step() == SQLITE_ROW) auto_vacuum = s.Int(0);
+      }
+      if (auto_vacuum != 2) {
+        RC_RETURN_IF_ERROR(Exec("PRAGMA auto_vacuum=INCREMENTAL"));
+        RC_RETURN_IF_ERROR(Exec("VACUUM"));
+      }
+    }
+    if (version < 1) RC_RETURN_IF_ERROR(Step(kSchema, 1));
+    if (version < 2) RC_RETURN_IF_ERROR(Step(kSchemaV2, 2));
+    return Status::Ok();
+  }
+
+  Status Step(const char* sql, int to) {
+    RC_RETURN_IF_ERROR(Exec("BEGIN"));
+    Status s = Exec(sql);
+    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(to)).c_str());
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s.WithContext("migrating the metadata database to version " + std::to_string(to));
+    }
+    return Exec("COMMIT");
   }
 
   Result<std::optional<TagRecord>> GetTag(const std::string& upstream, const std::string& repo,
@@ -87,6 +142,75 @@ class SqliteMetadataStore : public MetadataStore {
            "UPDATE tags SET checked_at=?, accessed_at=? WHERE upstream=? AND repo=? AND tag=?");
     s.Bind(1, now).Bind(2, now).Bind(3, upstream).Bind(4, repo).Bind(5, tag);
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("updating tag");
+  }
+
+  Status LoadBlobUsage(const std::function<void(const BlobUsage&)>& found) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(this, "SELECT digest, size, manifest, last_access, hits FROM blob_usage");
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      auto d = oci::Digest::Parse(s.Text(0));
+      if (!d.ok()) continue;
+      found(BlobUsage{*d, static_cast<uint64_t>(s.Int(1)), s.Int(2) != 0, s.Int(3),
+                      static_cast<uint32_t>(s.Int(4))});
+    }
+    return rc == SQLITE_DONE ? Status::Ok() : Error("reading blob usage");
+  }
+
+  Status SaveBlobUsage(const std::vector<BlobUsage>& upserts,
+                       const std::vector<oci::Digest>& removed) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RC_RETURN_IF_ERROR(Exec("BEGIN"));
+    auto fail = [&](const char* what) {
+      Status e = Error(what);
+      (void)Exec("ROLLBACK");
+      return e;
+    };
+    for (const auto& u : upserts) {
+      Stmt s(this, "INSERT OR REPLACE INTO blob_usage VALUES (?,?,?,?,?)");
+      s.Bind(1, u.digest.str()).Bind(2, static_cast<int64_t>(u.size));
+      s.Bind(3, int64_t{u.manifest ? 1 : 0}).Bind(4, u.last_access);
+      s.Bind(5, static_cast<int64_t>(u.hits));
+      if (s.Step() != SQLITE_DONE) return fail("writing blob usage");
+    }
+    for (const auto& d : removed) {
+      Stmt s(this, "DELETE FROM blob_usage WHERE digest=?");
+      s.Bind(1, d.str());
+      if (s.Step() != SQLITE_DONE) return fail("deleting blob usage");
+    }
+    return Exec("COMMIT");
+  }
+
+  Result<RetentionResult> ExpireUnused(int64_t before) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RetentionResult r;
+    {
+      Stmt s(this, "DELETE FROM tags WHERE accessed_at < ? AND checked_at < ?");
+      s.Bind(1, before).Bind(2, before);
+      if (s.Step() != SQLITE_DONE) return Error("expiring tags");
+      r.tags = sqlite3_changes(db_);
+    }
+    {
+      // Links record what a repository's manifests referenced: once nothing of the repository
+      // is tagged any more and the links are old, they only cost space.
+      Stmt s(this,
+             "DELETE FROM repo_content WHERE linked_at < ? AND NOT EXISTS (SELECT 1 FROM tags t "
+             "WHERE t.upstream = repo_content.upstream AND t.repo = repo_content.repo)");
+      s.Bind(1, before);
+      if (s.Step() != SQLITE_DONE) return Error("expiring links");
+      r.links = sqlite3_changes(db_);
+    }
+    {
+      Stmt s(this, "DELETE FROM tag_lists WHERE fetched_at < ?");
+      s.Bind(1, before);
+      if (s.Step() != SQLITE_DONE) return Error("expiring tag lists");
+    }
+    return r;
+  }
+
+  Status Compact(int pages) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return Exec(("PRAGMA incremental_vacuum(" + std::to_string(pages) + ")").c_str());
   }
 
   Status TouchTagsAccessed(const std::vector<TagAccess>& accesses) override {
@@ -183,10 +307,11 @@ class SqliteMetadataStore : public MetadataStore {
               ContentKind kind, uint64_t size) override {
     std::lock_guard<std::mutex> lock(mu_);
     Stmt s(this,
-           "INSERT INTO repo_content VALUES (?,?,?,?,?) ON CONFLICT(upstream, repo, digest) "
-           "DO UPDATE SET size=excluded.size WHERE size=0");
+           "INSERT INTO repo_content (upstream, repo, digest, kind, size, linked_at) "
+           "VALUES (?,?,?,?,?,?) ON CONFLICT(upstream, repo, digest) DO UPDATE SET "
+           "size=CASE WHEN size=0 THEN excluded.size ELSE size END, linked_at=excluded.linked_at");
     s.Bind(1, upstream).Bind(2, repo).Bind(3, d.str()).Bind(4, static_cast<int64_t>(kind));
-    s.Bind(5, static_cast<int64_t>(size));
+    s.Bind(5, static_cast<int64_t>(size)).Bind(6, Now());
     return s.Step() == SQLITE_DONE ? Status::Ok() : Error("linking content");
   }
 
@@ -249,6 +374,12 @@ class SqliteMetadataStore : public MetadataStore {
       return IoError(std::string("metadata database: ") + m);
     }
     return Status::Ok();
+  }
+
+  static int64_t Now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
   }
 
   Status Error(const std::string& what) {

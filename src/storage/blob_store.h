@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,7 +42,22 @@ class BlobStore {
   virtual Result<std::unique_ptr<BlobWriter>> Ingest(const oci::Digest& digest) = 0;
   // Writes small verified content (manifests) in one go: temp file, fsync, rename.
   virtual Status PutSmall(const oci::Digest& digest, const std::string& bytes) = 0;
+  // Deletes a committed blob (eviction). Readers that already opened it keep reading it (the
+  // bytes go when the last descriptor closes). Absent blobs are not an error.
+  virtual Status Remove(const oci::Digest& digest) = 0;
+  // Calls `found` for every committed blob with its size (start-up reconciliation); files whose
+  // names are not digests are skipped.
+  virtual Status Scan(const std::function<void(const oci::Digest&, uint64_t size)>& found) = 0;
+
+  struct Space {
+    uint64_t total = 0;      // size of the filesystem holding the store
+    uint64_t available = 0;  // bytes an unprivileged writer may still use
+  };
+  virtual Result<Space> FilesystemSpace() = 0;
 };
+
+// Whether a failed write was the file system running out of space.
+bool IsNoSpace(const Status& status);
 
 // Filesystem store under `root`: blobs/<algo>/<2 hex>/<hex>, temp files in tmp/. Creating it
 // removes whatever a crash left in tmp/.

@@ -1,11 +1,13 @@
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
+#include "base/strings.h"
 #include "storage/fs_blob_store_impl.h"
 
 namespace regcache::storage {
@@ -14,6 +16,8 @@ namespace {
 namespace fs = std::filesystem;
 
 Status Errno(const std::string& what) { return IoError(what + ": " + std::strerror(errno)); }
+
+constexpr const char* kNoSpace = "no space left on device:";
 
 class FsBlobWriter : public BlobWriter {
  public:
@@ -27,7 +31,8 @@ class FsBlobWriter : public BlobWriter {
       ssize_t n = ::write(fd_, data, size);
       if (n < 0) {
         if (errno == EINTR) continue;
-        Status s = Errno("writing " + temp_);
+        Status s = errno == ENOSPC ? IoError(std::string(kNoSpace) + " writing " + temp_)
+                                   : Errno("writing " + temp_);
         Abort();
         return s;
       }
@@ -49,7 +54,8 @@ class FsBlobWriter : public BlobWriter {
                        std::to_string(expected_size));
     }
     if (::fsync(fd_) != 0) {
-      Status s = Errno("fsync " + temp_);
+      Status s = errno == ENOSPC ? IoError(std::string(kNoSpace) + " fsync " + temp_)
+                                 : Errno("fsync " + temp_);
       Abort();
       return s;
     }
@@ -159,6 +165,48 @@ Status FsBlobStore::PutSmall(const oci::Digest& digest, const std::string& bytes
   RC_ASSIGN_OR_RETURN(auto writer, Ingest(digest));
   RC_RETURN_IF_ERROR(writer->Write(bytes.data(), bytes.size()));
   return writer->Commit(bytes.size());
+}
+
+Status FsBlobStore::Remove(const oci::Digest& digest) {
+  if (::unlink(PathFor(digest).c_str()) != 0 && errno != ENOENT) {
+    return Errno("unlink " + PathFor(digest));
+  }
+  return Status::Ok();
+}
+
+Status FsBlobStore::Scan(const std::function<void(const oci::Digest&, uint64_t size)>& found) {
+  std::error_code ec;
+  for (const char* algo : {"sha256", "sha512"}) {
+    fs::path dir = fs::path(root_) / "blobs" / algo;
+    if (!fs::exists(dir, ec)) continue;
+    for (auto it = fs::recursive_directory_iterator(dir, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (!it->is_regular_file(ec)) continue;
+      auto digest = oci::Digest::Parse(std::string(algo) + ":" + it->path().filename().string());
+      if (!digest.ok()) continue;
+      uint64_t size = it->file_size(ec);
+      if (ec) {
+        ec.clear();
+        continue;  // removed meanwhile
+      }
+      found(*digest, size);
+    }
+    if (ec) return IoError("scanning " + dir.string() + ": " + ec.message());
+  }
+  return Status::Ok();
+}
+
+Result<BlobStore::Space> FsBlobStore::FilesystemSpace() {
+  struct statvfs st;
+  if (::statvfs(root_.c_str(), &st) != 0) return Errno("statvfs " + root_);
+  Space s;
+  s.total = static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+  s.available = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  return s;
+}
+
+bool IsNoSpace(const Status& status) {
+  return status.code() == Code::kIoError && StartsWith(status.message(), kNoSpace);
 }
 
 Result<std::unique_ptr<BlobStore>> OpenFilesystemBlobStore(const std::string& root) {

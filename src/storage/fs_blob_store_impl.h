@@ -17,6 +17,9 @@ class FsBlobStore : public BlobStore {
   Result<std::string> ReadAll(const oci::Digest& digest, size_t max_bytes) override;
   Result<std::unique_ptr<BlobWriter>> Ingest(const oci::Digest& digest) override;
   Status PutSmall(const oci::Digest& digest, const std::string& bytes) override;
+  Status Remove(const oci::Digest& digest) override;
+  Status Scan(const std::function<void(const oci::Digest&, uint64_t size)>& found) override;
+  Result<Space> FilesystemSpace() override;
 
   std::string PathFor(const oci::Digest& digest) const;
 

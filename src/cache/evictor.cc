@@ -1,0 +1,283 @@
+#include "cache/evictor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <unordered_set>
+
+#include "base/strings.h"
+
+namespace regcache::cache {
+namespace {
+
+int64_t SteadySeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Status ParseStorageSize(const std::string& text, StorageLimits* limits) {
+  std::string t(Trim(text));
+  auto bad = [&] {
+    return InvalidArgument("invalid size '" + text +
+                           "' (use e.g. 20GiB, 500MiB, 1TB, or 80% of the file system)");
+  };
+  if (EndsWith(t, "%")) {
+    auto n = ParseUint(t.substr(0, t.size() - 1));
+    if (!n || *n == 0 || *n > 100) return bad();
+    limits->max_percent = static_cast<double>(*n);
+    limits->max_bytes = 0;
+    return Status::Ok();
+  }
+  size_t digits = 0;
+  while (digits < t.size() && std::isdigit(static_cast<unsigned char>(t[digits]))) ++digits;
+  auto n = ParseUint(t.substr(0, digits));
+  if (!n || *n == 0) return bad();
+  std::string unit = ToLower(Trim(t.substr(digits)));
+  uint64_t mult;
+  if (unit.empty() || unit == "b") {
+    mult = 1;
+  } else if (unit == "k" || unit == "kib") {
+    mult = 1ull << 10;
+  } else if (unit == "m" || unit == "mib") {
+    mult = 1ull << 20;
+  } else if (unit == "g" || unit == "gib") {
+    mult = 1ull << 30;
+  } else if (unit == "t" || unit == "tib") {
+    mult = 1ull << 40;
+  } else if (unit == "kb") {
+    mult = 1000ull;
+  } else if (unit == "mb") {
+    mult = 1000ull * 1000;
+  } else if (unit == "gb") {
+    mult = 1000ull * 1000 * 1000;
+  } else if (unit == "tb") {
+    mult = 1000ull * 1000 * 1000 * 1000;
+  } else {
+    return bad();
+  }
+  if (*n > (1ull << 62) / mult) return bad();
+  limits->max_bytes = *n * mult;
+  limits->max_percent = 0;
+  return Status::Ok();
+}
+
+Evictor::Evictor(storage::BlobStore& blobs, metadata::MetadataStore& meta, BlobLedger& ledger,
+                 Metrics& metrics, StorageLimits limits)
+    : blobs_(blobs), meta_(meta), ledger_(ledger), metrics_(metrics), limits_(limits) {}
+
+Evictor::~Evictor() { Stop(); }
+
+Status Evictor::Start() {
+  RC_RETURN_IF_ERROR(
+      meta_.LoadBlobUsage([this](const metadata::BlobUsage& u) { ledger_.Load(u); }));
+  UpdateCap();
+  Publish();
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+void Evictor::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  Flush();
+}
+
+void Evictor::UpdateCap() {
+  if (limits_.max_bytes > 0) {
+    cap_ = limits_.max_bytes;
+    return;
+  }
+  auto space = blobs_.FilesystemSpace();
+  if (space.ok()) {
+    cap_ = static_cast<uint64_t>(static_cast<double>(space->total) * limits_.max_percent / 100);
+  }
+}
+
+bool Evictor::Reserve(uint64_t size) {
+  const uint64_t cap = cap_.load();
+  // What eviction can never free: manifests, which are a sliver of any real store.
+  if (cap == 0 || size > cap * limits_.low_watermark) return false;
+  const uint64_t reserved = reserved_.fetch_add(size) + size;
+  if (ledger_.bytes() + reserved > cap) {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+    cv_.notify_all();
+  }
+  return true;
+}
+
+void Evictor::Release(uint64_t size) {
+  reserved_.fetch_sub(size);
+  std::lock_guard<std::mutex> lock(mu_);
+  wake_ = true;
+  cv_.notify_all();
+}
+
+void Evictor::NoSpace() {
+  no_space_until_ = SteadySeconds() + 60;
+  std::lock_guard<std::mutex> lock(mu_);
+  wake_ = true;
+  cv_.notify_all();
+}
+
+std::string Evictor::Degraded() {
+  std::string why;
+  if (SteadySeconds() < no_space_until_.load()) {
+    why = "the file system ran out of space in the last minute: misses are served without "
+          "being stored";
+  }
+  if (over_cap_) {
+    if (!why.empty()) why += "; ";
+    why += "the store is over its cap and nothing more can be evicted";
+  }
+  return why;
+}
+
+void Evictor::Publish() {
+  metrics_.store_bytes = static_cast<int64_t>(ledger_.bytes());
+  metrics_.store_blobs = static_cast<int64_t>(ledger_.blobs());
+  metrics_.store_cap_bytes = static_cast<int64_t>(cap_.load());
+}
+
+void Evictor::Loop() {
+  Reconcile();
+  auto next_flush = std::chrono::steady_clock::now() + limits_.flush_interval;
+  auto next_retention = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, limits_.interval, [this] { return stop_ || wake_; });
+      if (stop_) return;
+      wake_ = false;
+    }
+    UpdateCap();
+    Pass();
+    Publish();
+    auto now = std::chrono::steady_clock::now();
+    if (now >= next_flush) {
+      Flush();
+      next_flush = now + limits_.flush_interval;
+    }
+    if (now >= next_retention) {
+      Retain();
+      next_retention = now + std::chrono::hours(1);
+    }
+  }
+}
+
+void Evictor::Reconcile() {
+  // After a crash the saved ledger may lag the files by a flush interval either way.
+  auto started = std::chrono::steady_clock::now();
+  std::unordered_set<std::string> on_disk;
+  std::vector<std::pair<oci::Digest, uint64_t>> found_only;
+  Status s = blobs_.Scan([&](const oci::Digest& d, uint64_t size) {
+    on_disk.insert(d.str());
+    if (!ledger_.Contains(d)) found_only.push_back({d, size});
+  });
+  if (!s.ok()) {
+    spdlog::warn("reconciling the blob store: {}", s.ToString());
+    return;
+  }
+  // Entries whose file is gone (a crash between unlink and saving the ledger).
+  uint64_t dropped = 0;
+  std::vector<oci::Digest> gone;
+  Status loaded = meta_.LoadBlobUsage([&](const metadata::BlobUsage& u) {
+    if (!on_disk.count(u.digest.str())) gone.push_back(u.digest);
+  });
+  if (!loaded.ok()) spdlog::warn("reconciling the blob store: {}", loaded.ToString());
+  for (const auto& d : gone) {
+    ledger_.Removed(d);
+    ++dropped;
+  }
+  // Files the ledger did not know (committed just before a crash, or a store from before the
+  // ledger existed): manifests are known by their recorded media type. Saved with this flush.
+  const uint64_t added = found_only.size();
+  for (const auto& [digest, size] : found_only) {
+    auto type = meta_.GetManifestType(digest);
+    ledger_.Added(digest, size, type.ok() && type->has_value());
+  }
+  Flush();
+  spdlog::info("blob store: {} blobs, {} ({} found on disk only, {} gone) reconciled in {} ms",
+               ledger_.blobs(), HumanBytes(ledger_.bytes()), added, dropped,
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count());
+}
+
+void Evictor::Pass() {
+  const uint64_t cap = cap_.load();
+  if (cap == 0) return;
+  const uint64_t low = static_cast<uint64_t>(static_cast<double>(cap) * limits_.low_watermark);
+  const uint64_t used = ledger_.bytes() + reserved_.load();
+  uint64_t want = used > cap ? used - std::min(used, low) : 0;
+  auto space = blobs_.FilesystemSpace();
+  if (space.ok() && space->total > 0) {
+    const uint64_t floor =
+        static_cast<uint64_t>(static_cast<double>(space->total) * limits_.min_free_percent / 100);
+    if (space->available < floor) want = std::max(want, floor - space->available);
+  }
+  if (SteadySeconds() < no_space_until_.load() && want == 0) {
+    want = std::min<uint64_t>(ledger_.bytes() / 10, 256ull << 20);
+  }
+  if (want == 0) {
+    over_cap_ = false;
+    return;
+  }
+  auto victims = ledger_.ChooseVictims(want);
+  uint64_t freed = 0;
+  for (const auto& v : victims) {
+    Status s = blobs_.Remove(v.digest);
+    if (!s.ok()) {
+      spdlog::warn("evicting {}: {}", v.digest.str(), s.ToString());
+      continue;
+    }
+    ledger_.Removed(v.digest);
+    freed += v.size;
+  }
+  metrics_.Count("regcache_evictions_total", "reason=\"size\"", victims.size());
+  metrics_.Count("regcache_evicted_bytes_total", "reason=\"size\"", freed);
+  over_cap_ = ledger_.bytes() > cap;
+  spdlog::info("evicted {} blobs ({}) to stay within {}", victims.size(), HumanBytes(freed),
+               HumanBytes(cap));
+}
+
+void Evictor::Flush() {
+  std::vector<metadata::BlobUsage> upserts;
+  std::vector<oci::Digest> removed;
+  ledger_.TakeChanges(&upserts, &removed);
+  if (upserts.empty() && removed.empty()) return;
+  Status s = meta_.SaveBlobUsage(upserts, removed);
+  if (!s.ok()) spdlog::warn("saving blob usage: {}", s.ToString());
+}
+
+void Evictor::Retain() {
+  auto r = meta_.ExpireUnused(UnixSeconds() - std::chrono::seconds(limits_.retention).count());
+  if (!r.ok()) {
+    spdlog::warn("metadata retention: {}", r.status().ToString());
+    return;
+  }
+  if (r->tags > 0 || r->links > 0) {
+    spdlog::info("metadata retention: removed {} tags and {} links unused for {} days", r->tags,
+                 r->links, limits_.retention.count() / 24);
+    metrics_.Count("regcache_metadata_expired_total", "kind=\"tag\"", r->tags);
+    metrics_.Count("regcache_metadata_expired_total", "kind=\"link\"", r->links);
+  }
+  Status s = meta_.Compact(1000);
+  if (!s.ok()) spdlog::warn("compacting metadata: {}", s.ToString());
+}
+
+}  // namespace regcache::cache

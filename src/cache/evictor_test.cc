@@ -1,0 +1,117 @@
+#include "cache/evictor.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace regcache::cache {
+namespace {
+
+TEST(StorageSizeTest, Units) {
+  StorageLimits l;
+  ASSERT_TRUE(ParseStorageSize("96MiB", &l).ok());
+  EXPECT_EQ(l.max_bytes, 96ull << 20);
+  EXPECT_EQ(l.max_percent, 0);
+  ASSERT_TRUE(ParseStorageSize("20GiB", &l).ok());
+  EXPECT_EQ(l.max_bytes, 20ull << 30);
+  ASSERT_TRUE(ParseStorageSize("1TB", &l).ok());
+  EXPECT_EQ(l.max_bytes, 1000000000000ull);
+  ASSERT_TRUE(ParseStorageSize("4096", &l).ok());
+  EXPECT_EQ(l.max_bytes, 4096u);
+  ASSERT_TRUE(ParseStorageSize("80%", &l).ok());
+  EXPECT_EQ(l.max_bytes, 0u);
+  EXPECT_EQ(l.max_percent, 80);
+  for (const char* bad : {"", "0", "-1GiB", "12 parsecs", "101%", "0%", "99999999999999TiB"}) {
+    EXPECT_FALSE(ParseStorageSize(bad, &l).ok()) << bad;
+  }
+}
+
+class EvictorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/regcache-evict-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    blobs_ = storage::OpenFilesystemBlobStore(dir_).value();
+    meta_ = metadata::OpenSqliteMetadataStore(dir_ + "/meta.db").value();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  oci::Digest Put(const std::string& content) {
+    auto d = oci::Digest::Of(content);
+    EXPECT_TRUE(blobs_->PutSmall(d, content).ok());
+    return d;
+  }
+
+  std::string dir_;
+  std::unique_ptr<storage::BlobStore> blobs_;
+  std::unique_ptr<metadata::MetadataStore> meta_;
+  Metrics metrics_;
+};
+
+TEST_F(EvictorTest, KeepsCommittedBytesUnderTheCapAndSavesTheLedger) {
+  StorageLimits limits;
+  limits.max_bytes = 10000;
+  limits.max_percent = 0;
+  limits.min_free_percent = 0;
+  limits.interval = std::chrono::milliseconds(20);
+  BlobLedger ledger;
+  Evictor evictor(*blobs_, *meta_, ledger, metrics_, limits);
+  // On disk before start: found by the reconciliation scan.
+  auto pre = Put(std::string(3000, 'p'));
+  ASSERT_TRUE(evictor.Start().ok());
+  std::vector<oci::Digest> layers;
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(evictor.Reserve(3000));
+    layers.push_back(Put(std::string(3000, static_cast<char>('a' + i))));
+    ledger.Added(layers.back(), 3000, false);
+    evictor.Release(3000);
+    if (i == 0) {
+      for (int k = 0; k < 5; ++k) ledger.Touched(layers[0]);  // popular
+    }
+  }
+  for (int i = 0; i < 100 && ledger.bytes() > 9000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_LE(ledger.bytes(), 9000u);  // the low watermark
+  EXPECT_TRUE(blobs_->Stat(layers[0])->has_value()) << "the popular blob stays";
+  uint64_t on_disk = 0;
+  ASSERT_TRUE(blobs_->Scan([&](const oci::Digest&, uint64_t n) { on_disk += n; }).ok());
+  EXPECT_EQ(on_disk, ledger.bytes());
+  EXPECT_GT(metrics_.Get("regcache_evictions_total", "reason=\"size\""), 0u);
+  EXPECT_FALSE(evictor.Reserve(20000)) << "bigger than the cap: served without storing";
+  evictor.Stop();
+
+  // A new process finds the same ledger.
+  BlobLedger again;
+  Evictor second(*blobs_, *meta_, again, metrics_, limits);
+  ASSERT_TRUE(second.Start().ok());
+  EXPECT_EQ(again.bytes(), ledger.bytes());
+  second.Stop();
+  (void)pre;
+}
+
+TEST_F(EvictorTest, ReconcilesAfterACrashBetweenUnlinkAndSave) {
+  StorageLimits limits;
+  limits.max_bytes = 1 << 20;
+  limits.max_percent = 0;
+  limits.min_free_percent = 0;
+  auto a = Put("aaaa"), b = Put("bbbbbb");
+  ASSERT_TRUE(meta_->SaveBlobUsage({{a, 4, false, 1, 1}, {b, 6, false, 1, 1}}, {}).ok());
+  ASSERT_TRUE(blobs_->Remove(b).ok());  // evicted, then killed before the ledger was saved
+  auto c = Put("ccc");                  // committed, then killed before the ledger was saved
+  BlobLedger ledger;
+  Evictor evictor(*blobs_, *meta_, ledger, metrics_, limits);
+  ASSERT_TRUE(evictor.Start().ok());
+  for (int i = 0; i < 100 && !(ledger.Contains(c) && !ledger.Contains(b)); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(ledger.Contains(a));
+  EXPECT_FALSE(ledger.Contains(b));
+  EXPECT_TRUE(ledger.Contains(c));
+  EXPECT_EQ(ledger.bytes(), 7u);
+  evictor.Stop();
+}
+
+}  // namespace
+}  // namespace regcache::cache

@@ -1,0 +1,202 @@
+#include "cache/ledger.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <tuple>
+
+namespace regcache::cache {
+namespace {
+
+uint32_t NowSeconds32() {
+  return static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+}  // namespace
+
+size_t BlobLedger::KeyHash::operator()(const Key& k) const {
+  size_t h;
+  std::memcpy(&h, k.bytes.data(), sizeof(h));  // a digest is uniformly distributed already
+  return h;
+}
+
+bool BlobLedger::ToKey(const oci::Digest& digest, Key* key) {
+  if (digest.algorithm() != oci::DigestAlgorithm::kSha256 || digest.hex().size() != 64) {
+    return false;
+  }
+  for (size_t i = 0; i < 32; ++i) {
+    int hi = HexValue(digest.hex()[2 * i]), lo = HexValue(digest.hex()[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    key->bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
+BlobLedger::Entry* BlobLedger::Find(const oci::Digest& digest) {
+  Key key;
+  if (ToKey(digest, &key)) {
+    auto it = sha256_.find(key);
+    return it == sha256_.end() ? nullptr : &it->second;
+  }
+  auto it = other_.find(digest.str());
+  return it == other_.end() ? nullptr : &it->second;
+}
+
+BlobLedger::Entry& BlobLedger::Insert(const oci::Digest& digest) {
+  Key key;
+  if (ToKey(digest, &key)) return sha256_[key];
+  return other_[digest.str()];
+}
+
+bool BlobLedger::EraseEntry(const oci::Digest& digest, Entry* out) {
+  Key key;
+  if (ToKey(digest, &key)) {
+    auto it = sha256_.find(key);
+    if (it == sha256_.end()) return false;
+    *out = it->second;
+    sha256_.erase(it);
+    return true;
+  }
+  auto it = other_.find(digest.str());
+  if (it == other_.end()) return false;
+  *out = it->second;
+  other_.erase(it);
+  return true;
+}
+
+void BlobLedger::MarkDirty(const oci::Digest& digest, Entry& e) {
+  if (e.dirty) return;
+  e.dirty = true;
+  dirty_.push_back(digest);
+}
+
+void BlobLedger::Load(const metadata::BlobUsage& usage) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& e = Insert(usage.digest);
+  bytes_ -= e.size;
+  e.size = usage.size;
+  e.manifest = usage.manifest;
+  e.hits = std::max<uint32_t>(usage.hits, 1);
+  e.last_access = static_cast<uint32_t>(usage.last_access);
+  e.base = 0;  // the aging value restarts at 0 after a restart, for every blob alike
+  bytes_ += e.size;
+}
+
+void BlobLedger::Added(const oci::Digest& digest, uint64_t size, bool manifest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& e = Insert(digest);
+  bytes_ -= e.size;
+  e.size = size;
+  e.manifest = manifest;
+  e.hits = std::max<uint32_t>(e.hits, 1);
+  e.base = aging_;
+  e.last_access = NowSeconds32();
+  bytes_ += size;
+  MarkDirty(digest, e);
+}
+
+void BlobLedger::Touched(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry* e = Find(digest);
+  if (!e) return;
+  if (e->hits < UINT32_MAX) ++e->hits;
+  e->base = aging_;
+  e->last_access = NowSeconds32();
+  MarkDirty(digest, *e);
+}
+
+void BlobLedger::Removed(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry e;
+  if (!EraseEntry(digest, &e)) return;
+  bytes_ -= e.size;
+  removed_.push_back(digest);
+}
+
+bool BlobLedger::Contains(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Find(digest) != nullptr;
+}
+
+uint64_t BlobLedger::bytes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return bytes_;
+}
+
+uint64_t BlobLedger::blobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sha256_.size() + other_.size();
+}
+
+std::vector<BlobLedger::Victim> BlobLedger::ChooseVictims(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Every evictable blob as (priority, last access, where); sorted, lowest first. 24 bytes a
+  // blob while a pass runs; digests are spelled out only for the chosen.
+  struct Candidate {
+    uint64_t priority;
+    uint32_t last_access;
+    const Key* key;             // or
+    const std::string* digest;  // for non-sha256 digests
+    bool operator<(const Candidate& o) const {
+      return std::tie(priority, last_access) < std::tie(o.priority, o.last_access);
+    }
+  };
+  std::vector<Candidate> candidates;
+  candidates.reserve(sha256_.size() + other_.size());
+  for (const auto& [key, e] : sha256_) {
+    if (!e.manifest) candidates.push_back({e.priority(), e.last_access, &key, nullptr});
+  }
+  for (const auto& [digest, e] : other_) {
+    if (!e.manifest) candidates.push_back({e.priority(), e.last_access, nullptr, &digest});
+  }
+  std::sort(candidates.begin(), candidates.end());
+  static const char* kHex = "0123456789abcdef";
+  std::vector<Victim> out;
+  uint64_t freed = 0;
+  for (const auto& c : candidates) {
+    if (freed >= bytes) break;
+    std::string text;
+    uint64_t size;
+    if (c.key) {
+      text = "sha256:";
+      for (uint8_t b : c.key->bytes) {
+        text.push_back(kHex[b >> 4]);
+        text.push_back(kHex[b & 15]);
+      }
+      size = sha256_.at(*c.key).size;
+    } else {
+      text = *c.digest;
+      size = other_.at(text).size;
+    }
+    auto d = oci::Digest::Parse(text);
+    if (!d.ok()) continue;
+    out.push_back(Victim{*d, size});
+    freed += size;
+    aging_ = std::max(aging_, c.priority);
+  }
+  return out;
+}
+
+void BlobLedger::TakeChanges(std::vector<metadata::BlobUsage>* upserts,
+                             std::vector<oci::Digest>* removed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& d : dirty_) {
+    Entry* e = Find(d);
+    if (!e) continue;  // removed since
+    e->dirty = false;
+    upserts->push_back(metadata::BlobUsage{d, e->size, e->manifest, e->last_access, e->hits});
+  }
+  dirty_.clear();
+  removed->insert(removed->end(), removed_.begin(), removed_.end());
+  removed_.clear();
+}
+
+}  // namespace regcache::cache
