@@ -155,6 +155,10 @@ void Evictor::Publish() {
 
 void Evictor::Loop() {
   Reconcile();
+  // A restart with a smaller cap (or after a crash mid-pass) evicts at once.
+  UpdateCap();
+  Pass();
+  Publish();
   auto next_flush = std::chrono::steady_clock::now() + limits_.flush_interval;
   auto next_retention = std::chrono::steady_clock::now() + std::chrono::minutes(1);
   while (true) {

@@ -119,40 +119,33 @@ std::string Metrics::Render() {
       if (key.first == h.name) out << key.first << "{" << key.second << "} " << v << "\n";
     }
   }
-  out << "# HELP regcache_bytes_served_total Bytes of blobs and manifests sent to clients.\n"
-         "# TYPE regcache_bytes_served_total counter\nregcache_bytes_served_total "
-      << bytes_served.load() << "\n";
-  out << "# HELP regcache_bytes_fetched_total Bytes received from upstreams into the cache.\n"
-         "# TYPE regcache_bytes_fetched_total counter\nregcache_bytes_fetched_total "
-      << bytes_fetched.load() << "\n";
-  out << "# HELP regcache_fills_in_flight Upstream blob fetches running now.\n"
-         "# TYPE regcache_fills_in_flight gauge\nregcache_fills_in_flight "
-      << fills_in_flight.load() << "\n";
-  out << "# HELP regcache_fill_waiters Clients streaming from a fill that is still downloading.\n"
-         "# TYPE regcache_fill_waiters gauge\nregcache_fill_waiters "
-      << fill_waiters.load() << "\n";
+  // Unlabelled series: name, type, help, value.
+  auto single = [&out](const char* name, const char* type, const char* help, auto value) {
+    out << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
+        << name << " " << value << "\n";
+  };
   const uint64_t served = bytes_served.load(), fetched = bytes_fetched.load();
-  out << "# HELP regcache_store_bytes Bytes of committed blobs and manifests.\n"
-         "# TYPE regcache_store_bytes gauge\nregcache_store_bytes "
-      << store_bytes.load() << "\n";
-  out << "# HELP regcache_store_blobs Committed blobs and manifests.\n"
-         "# TYPE regcache_store_blobs gauge\nregcache_store_blobs "
-      << store_blobs.load() << "\n";
-  out << "# HELP regcache_store_cap_bytes The size cap of the store.\n"
-         "# TYPE regcache_store_cap_bytes gauge\nregcache_store_cap_bytes "
-      << store_cap_bytes.load() << "\n";
-  out << "# HELP regcache_passthrough_total Misses served without being stored (no room).\n"
-         "# TYPE regcache_passthrough_total counter\nregcache_passthrough_total "
-      << passthrough.load() << "\n";
-  out << "# HELP regcache_byte_hit_ratio Share of bytes served that did not come from upstream.\n"
-         "# TYPE regcache_byte_hit_ratio gauge\nregcache_byte_hit_ratio "
-      << (served == 0 ? 0.0
-                      : 1.0 - static_cast<double>(std::min(served, fetched)) /
-                                  static_cast<double>(served))
-      << "\n";
-  out << "# HELP regcache_connections Open client connections.\n"
-         "# TYPE regcache_connections gauge\nregcache_connections "
-      << connections.load() << "\n";
+  single("regcache_bytes_served_total", "counter",
+         "Bytes of blobs and manifests sent to clients.", served);
+  single("regcache_bytes_fetched_total", "counter",
+         "Bytes received from upstreams into the cache.", fetched);
+  single("regcache_byte_hit_ratio", "gauge",
+         "Share of bytes served that did not come from upstream.",
+         served == 0 ? 0.0
+                     : 1.0 - static_cast<double>(std::min(served, fetched)) /
+                                 static_cast<double>(served));
+  single("regcache_fills_in_flight", "gauge", "Upstream blob fetches running now.",
+         fills_in_flight.load());
+  single("regcache_fill_waiters", "gauge",
+         "Clients streaming from a fill that is still downloading.", fill_waiters.load());
+  single("regcache_store_bytes", "gauge", "Bytes of committed blobs and manifests.",
+         store_bytes.load());
+  single("regcache_store_blobs", "gauge", "Committed blobs and manifests.", store_blobs.load());
+  single("regcache_store_cap_bytes", "gauge", "The size cap of the store.",
+         store_cap_bytes.load());
+  single("regcache_passthrough_total", "counter",
+         "Misses served without being stored (no room).", passthrough.load());
+  single("regcache_connections", "gauge", "Open client connections.", connections.load());
   out << "# HELP regcache_upstream_ratelimit_remaining Last ratelimit-remaining an upstream "
          "reported.\n"
          "# TYPE regcache_upstream_ratelimit_remaining gauge\n";

@@ -1,0 +1,121 @@
+"""regcache serve with bounded storage: a size cap kept by background eviction, pulls that stay
+byte-exact across evictions, and a store that stays consistent when the process is killed while
+it evicts."""
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+from fixtures import push
+from regtest import RegistryTestCase
+
+MIB = 1 << 20
+
+
+def skopeo_copy(src, dest_dir):
+    cmd = ["skopeo", "copy", "--all", "-q", "--src-tls-verify=false",
+           "docker://" + src, "oci:" + dest_dir + ":v1"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def blob_files(rc):
+    """{digest: size} of every committed blob file."""
+    out = {}
+    root = os.path.join(rc.data, "blobs")
+    for algo in ("sha256", "sha512"):
+        for dirpath, _, files in os.walk(os.path.join(root, algo)):
+            for f in files:
+                out["%s:%s" % (algo, f)] = os.path.getsize(os.path.join(dirpath, f))
+    return out
+
+
+def wait_until(fn, timeout, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return True
+        time.sleep(step)
+    return fn()
+
+
+class StorageTest(RegistryTestCase):
+    def seed_images(self, hub, count, layer_size):
+        """`count` single-platform images of three `layer_size` layers each: library/img<i>:v1."""
+        digests = []
+        for i in range(count):
+            layout, digest = self.image("img%d" % i, platforms=[("linux", "amd64", "")], layers=3,
+                                        layer_size=layer_size, seed=100 + i)
+            push(layout, "v1", "%s/library/img%d:v1" % (hub.host, i))
+            digests.append(digest)
+        return digests
+
+    def pull(self, rc, i, digest, name):
+        out = os.path.join(self.work, name)
+        r = skopeo_copy("%s/library/img%d:v1" % (rc.host, i), out)  # skopeo checks every digest
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "index.json")) as f:
+            self.assertEqual(json.load(f)["manifests"][0]["digest"], digest)
+
+    def test_cap_holds_across_pulls_and_evicted_images_pull_again(self):
+        hub = self.registry("hub")
+        digests = self.seed_images(hub, 4, 16 * MIB)  # about 48 MiB each
+        cap = 96 * MIB
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host}], extra="max_size: 96MiB\n")
+        self.assertEqual(rc.request("GET", "/readyz")[0], 200)
+        for i, d in enumerate(digests):
+            self.pull(rc, i, d, "pull%d" % i)
+            # Eviction runs in the background: once a pull has finished it catches up quickly.
+            self.assertTrue(wait_until(lambda: sum(blob_files(rc).values()) <= cap, 10),
+                            "%d bytes stored after pull %d, cap %d"
+                            % (sum(blob_files(rc).values()), i, cap))
+        m = rc.metrics()
+        self.assertGreater(m['regcache_evictions_total{reason="size"}'], 0)
+        self.assertEqual(m["regcache_store_cap_bytes"], cap)
+        self.assertLessEqual(m["regcache_store_bytes"], cap)
+        fetched_before = m["regcache_bytes_fetched_total"]
+        # The first image was evicted (at least in part): it pulls again, byte-exact.
+        self.pull(rc, 0, digests[0], "again")
+        self.assertGreater(rc.metrics()["regcache_bytes_fetched_total"], fetched_before)
+        self.assertTrue(wait_until(lambda: sum(blob_files(rc).values()) <= cap, 10))
+        self.assertEqual(rc.temp_files(), [])
+
+    def test_sigkill_while_evicting_leaves_a_consistent_store(self):
+        hub = self.registry("hub")
+        digests = self.seed_images(hub, 3, 4 * MIB)
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host}], extra="max_size: 1GiB\n")
+        for i, d in enumerate(digests):
+            self.pull(rc, i, d, "warm%d" % i)
+        rc.stop()
+        # Restarted with a cap far below what is stored: it evicts right after start. Kill it at
+        # different moments of that, several times.
+        with open(rc.config) as f:
+            config = f.read().replace("max_size: 1GiB", "max_size: 6MiB")
+        with open(rc.config, "w") as f:
+            f.write(config)
+        for delay in (0.05, 0.3, 1.0, 2.2, 2.6):
+            rc.start()
+            time.sleep(delay)
+            rc.stop(signal.SIGKILL)
+        rc.start()
+        # Every file is whole and named by its digest; nothing half-written is left.
+        self.assertEqual(rc.temp_files(), [])
+        for digest, _ in blob_files(rc).items():
+            algo, hexd = digest.split(":")
+            with open(os.path.join(rc.data, "blobs", algo, hexd[:2], hexd), "rb") as f:
+                self.assertEqual(hashlib.new(algo, f.read()).hexdigest(), hexd)
+        # The saved usage agrees with the files once the restarted process has reconciled.
+        db = os.path.join(rc.data, "metadata.db")
+
+        def ledger_matches():
+            with sqlite3.connect(db, timeout=5) as c:
+                rows = dict(c.execute("SELECT digest, size FROM blob_usage").fetchall())
+            return rows == blob_files(rc)
+
+        self.assertTrue(wait_until(ledger_matches, 15), "blob_usage disagrees with blobs/")
+        self.assertTrue(wait_until(lambda: sum(blob_files(rc).values()) <= 6 * MIB, 10))
+        for i, d in enumerate(digests):
+            self.pull(rc, i, d, "after%d" % i)
