@@ -127,6 +127,12 @@ void Evictor::Release(uint64_t size) {
   cv_.notify_all();
 }
 
+void Evictor::Wake() {
+  std::lock_guard<std::mutex> lock(mu_);
+  wake_ = true;
+  cv_.notify_all();
+}
+
 void Evictor::NoSpace() {
   no_space_until_ = SteadySeconds() + 60;
   std::lock_guard<std::mutex> lock(mu_);
@@ -137,8 +143,8 @@ void Evictor::NoSpace() {
 std::string Evictor::Degraded() {
   std::string why;
   if (SteadySeconds() < no_space_until_.load()) {
-    why = "the file system ran out of space in the last minute: misses are served without "
-          "being stored";
+    why = "a miss could not be stored in the last minute (no space or no room under the cap): "
+          "misses are served without being stored";
   }
   if (over_cap_) {
     if (!why.empty()) why += "; ";

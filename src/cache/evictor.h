@@ -55,8 +55,13 @@ class Evictor {
   // background); false if it can never fit (bigger than the cap allows): serve it without storing.
   bool Reserve(uint64_t size);
   void Release(uint64_t size);
-  // The file system refused a write (ENOSPC): evict now, and report degraded storage for a while.
+  // A miss could not be stored (ENOSPC, too little free space, or no room under the cap): evict
+  // now, and report degraded storage until a fill is stored again (at most a minute).
   void NoSpace();
+  // Runs a pass now.
+  void Wake();
+  // A fill was stored: storing works again, whatever NoSpace said.
+  void Stored() { no_space_until_ = 0; }
 
   uint64_t cap_bytes() const { return cap_.load(); }
   // Empty when storage is healthy; otherwise why it is degraded (for /readyz).

@@ -10,8 +10,11 @@
 // not met, so they retry) and the next request starts a new fill.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -39,6 +42,24 @@ class Fill {
   void Start(uint64_t size);
   void Progress(uint64_t written);
   void Complete(Status status);
+
+  // Memory mode, for a blob that will not be stored (no room under the cap, or no space on the
+  // file system): bytes go to a window in memory instead of the file, at most `window` bytes
+  // past the slowest reader. Set before the first Progress; readers then use CopyOut.
+  void UseMemory(size_t window);
+  bool memory();
+  // Writer side of memory mode: appends, waiting up to `stall` for the slowest reader to make
+  // room; a reader that does not within it is cut off (its CopyOut fails).
+  Status WriteMemory(const char* data, size_t n, std::chrono::milliseconds stall);
+  // Reader side of memory mode. A reader that joins after the window moved past `offset` gets
+  // kUnavailable from CopyOut.
+  int AddReader(uint64_t offset);
+  void ReaderProgress(int id, uint64_t offset);
+  void RemoveReader(int id);
+  // Copies up to `max` readable bytes at `offset` from the window.
+  Result<size_t> CopyOut(int reader, uint64_t offset, char* buf, size_t max);
+  // Where the window starts: once past 0, a new reader can no longer join from the beginning.
+  uint64_t window_start();
 
   // Reader side.
   struct State {
@@ -68,6 +89,14 @@ class Fill {
   bool done_ = false;
   Status status_;
   std::vector<std::function<void()>> waiters_;
+  // Memory mode.
+  bool memory_ = false;
+  size_t window_ = 0;
+  std::string buffer_;      // bytes [buffer_start_, written_)
+  uint64_t buffer_start_ = 0;
+  std::map<int, uint64_t> readers_;  // id -> offset; absent: cut off or gone
+  int next_reader_ = 0;
+  std::condition_variable room_;
 };
 
 }  // namespace regcache::cache

@@ -81,5 +81,36 @@ TEST(FillTest, FailureBeforeUpstreamAnsweredIsNotAStart) {
   unlink(path);
 }
 
+TEST(FillTest, MemoryModeRelaysThroughABoundedWindow) {
+  Fill fill(oci::Digest::Of("x"), "library/app", -1);
+  int fast = fill.AddReader(0);
+  int stalled = fill.AddReader(0);
+  fill.UseMemory(8);
+  fill.Start(20);
+  ASSERT_TRUE(fill.memory());
+  char buf[32];
+  ASSERT_TRUE(fill.WriteMemory("01234567", 8, std::chrono::milliseconds(10)).ok());
+  EXPECT_EQ(fill.CopyOut(fast, 0, buf, sizeof(buf)).value(), 8u);
+  fill.ReaderProgress(fast, 8);
+  // The window is full for the stalled reader: after the stall limit it is cut off, the fast
+  // reader goes on, and the window never holds more than it must.
+  ASSERT_TRUE(fill.WriteMemory("89abcdef", 8, std::chrono::milliseconds(10)).ok());
+  EXPECT_EQ(fill.CopyOut(stalled, 0, buf, sizeof(buf)).status().code(), Code::kUnavailable);
+  EXPECT_EQ(fill.CopyOut(fast, 8, buf, sizeof(buf)).value(), 8u);
+  EXPECT_EQ(std::string(buf, 8), "89abcdef");
+  fill.ReaderProgress(fast, 16);
+  EXPECT_EQ(fill.window_start(), 8u);  // bytes every reader took are gone
+  // A newcomer cannot start from the beginning any more.
+  int late = fill.AddReader(0);
+  EXPECT_FALSE(fill.CopyOut(late, 0, buf, sizeof(buf)).ok());
+  // The last byte waits for verification, as on disk.
+  ASSERT_TRUE(fill.WriteMemory("ghij", 4, std::chrono::milliseconds(10)).ok());
+  EXPECT_EQ(fill.CopyOut(fast, 16, buf, sizeof(buf)).value(), 3u);
+  fill.Complete(Status::Ok());
+  EXPECT_EQ(fill.CopyOut(fast, 19, buf, sizeof(buf)).value(), 1u);
+  EXPECT_EQ(buf[0], 'j');
+  fill.RemoveReader(fast);
+}
+
 }  // namespace
 }  // namespace regcache::cache

@@ -16,6 +16,12 @@ namespace {
 constexpr uint64_t kMaxBlobBytes = 1ull << 40;
 // Bound on remembered 404s and on tags with a revalidation back-off.
 constexpr size_t kMaxRemembered = 100000;
+// A blob that is not stored is relayed through this much memory at most, whatever its size; a
+// reader that holds the window back longer than the stall limit is cut off.
+constexpr size_t kPassThroughWindow = 8u << 20;
+constexpr std::chrono::milliseconds kPassThroughStall{10000};
+// A fill is stored only if the file system keeps this much free beyond it.
+constexpr uint64_t kFreeSpaceMargin = 16u << 20;
 
 // tags/list and referrers pass any answer through; for the breaker, 5xx and 429 are failures.
 Result<upstream::HttpResponse> RawCall(Upstream& up, const std::string& repo,
@@ -475,8 +481,15 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
                                std::unique_ptr<storage::BlobWriter> writer) {
   const oci::Digest& digest = fill->digest();
   uint64_t size = 0;
-  bool keep = true;      // false: no room in the store: serve it, then let it go
+  bool memory = false;   // not stored: served from a window in memory, then gone
   bool reserved = false;
+  bool listed = true;    // still in fills_, where new readers can join it
+  auto unlist = [&] {
+    std::lock_guard<std::mutex> lock(fills_mu_);
+    auto it = fills_.find(key);
+    if (it != fills_.end() && it->second == fill) fills_.erase(it);
+    listed = false;
+  };
   Status s = up.Guarded([&] {
     return up.client().FetchBlob(
         fill->repo(), digest,
@@ -485,32 +498,51 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
           size = n;
           if (evictor_) {
             reserved = evictor_->Reserve(n);
-            keep = reserved;
+            memory = !reserved;
+          }
+          if (!memory) {
+            // Not enough free space on the file system for it, whatever the cap says: storage
+            // is degraded until eviction (or the operator) makes room.
+            auto space = blobs_.FilesystemSpace();
+            memory = space.ok() && space->available < n + kFreeSpaceMargin;
+          }
+          if (memory) {
+            // A miss this node cannot keep: it still serves, but it is not a full cache now.
+            if (evictor_) evictor_->NoSpace();
+            if (reserved) evictor_->Release(n);
+            reserved = false;
+            writer->Abort();
+            fill->UseMemory(kPassThroughWindow);
           }
           fill->Start(n);
           return Status::Ok();
         },
         [&](const char* data, size_t n) -> Status {
-          RC_RETURN_IF_ERROR(writer->Write(data, n));
           metrics_.bytes_fetched += n;
+          if (memory) {
+            RC_RETURN_IF_ERROR(fill->WriteMemory(data, n, kPassThroughStall));
+            // Once the window has moved on, a newcomer could not start from byte 0.
+            if (listed && fill->window_start() > 0) unlist();
+            return Status::Ok();
+          }
+          RC_RETURN_IF_ERROR(writer->Write(data, n));
           fill->Progress(writer->written());
           return Status::Ok();
         });
   });
   if (storage::IsNoSpace(s) && evictor_) evictor_->NoSpace();
-  if (s.ok() && keep) {
+  if (s.ok() && !memory) {
     s = writer->Commit(size);
     if (storage::IsNoSpace(s) && evictor_) evictor_->NoSpace();
     if (s.ok() && ledger_) ledger_->Added(digest, size, false);
-  } else {
-    // Verified (or failed): either way nothing stays. Readers keep reading through the fill's
-    // descriptor until they are done; the file goes with the last of them.
+    if (s.ok() && evictor_) evictor_->Stored();
+  } else if (!memory) {
     writer->Abort();
-    if (s.ok()) {
-      metrics_.passthrough++;
-      spdlog::info("served {} ({}) without storing it: no room under the size cap", digest.str(),
-                   HumanBytes(size));
-    }
+  }
+  if (s.ok() && memory) {
+    metrics_.passthrough++;
+    spdlog::info("served {} ({}) without storing it: no room in the store", digest.str(),
+                 HumanBytes(size));
   }
   if (reserved) evictor_->Release(size);
   if (!s.ok()) {
@@ -518,11 +550,7 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
                  s.ToString());
   }
   // Leave the map before waking readers: a reader that retries must start a new fill.
-  {
-    std::lock_guard<std::mutex> lock(fills_mu_);
-    auto it = fills_.find(key);
-    if (it != fills_.end() && it->second == fill) fills_.erase(it);
-  }
+  if (listed) unlist();
   fill->Complete(s);
   metrics_.fills_in_flight--;
   auto rl = up.client().rate_limit();

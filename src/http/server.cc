@@ -851,6 +851,7 @@ class ServerImpl : public Server {
     uint64_t size = lk->size;
     std::string result = "hit";
     std::shared_ptr<cache::Fill> fill;
+    std::optional<FillReader> reader;
     if (lk->state == cache::LookupState::kCold) {
       result = "miss";
       if (head) {
@@ -880,6 +881,9 @@ class ServerImpl : public Server {
             break;
           }
           result = started->joined ? "coalesced" : "miss";
+          // Registered before the fill starts: a fill that is not stored keeps only a window of
+          // bytes in memory, and must not move it past a reader that has not begun.
+          reader.emplace(started->fill, started->fill->AddReader(0));
           // No status line before upstream answered: its failure must reach the client as one.
           auto state = co_await WaitForFill(
               *started->fill, [](const cache::Fill::State& s) { return s.started || s.done; },
@@ -943,6 +947,11 @@ class ServerImpl : public Server {
         co_return co_await Send(stream, reply, head, keep_alive, out);
       }
     }
+    if (fill && fill->memory()) {
+      // Not being stored: nothing is kept to verify a range against, so the whole blob is sent
+      // (a server may ignore Range), with its last byte held until the digest verified.
+      range = ByteRange{ByteRange::kFull, 0, size};
+    }
     if (fill && range.kind == ByteRange::kPartial) {
       // Only verified bytes are served: a range waits for the fill to commit, then reads the
       // committed file (a full GET follows the fill, its last byte held until verification).
@@ -989,7 +998,11 @@ class ServerImpl : public Server {
     if (ec || head) co_return !ec && keep_alive;
 
     Status sent;
-    if (fill) {
+    if (fill && fill->memory()) {
+      metrics_.fill_waiters++;
+      sent = co_await SendFromMemory(stream, *fill, reader->id, range.length, out);
+      metrics_.fill_waiters--;
+    } else if (fill) {
       metrics_.fill_waiters++;
       sent = co_await SendFromFill(stream, *fill, range.start, range.length, out);
       metrics_.fill_waiters--;
@@ -998,6 +1011,46 @@ class ServerImpl : public Server {
     }
     // A body cut short (fill failed, client gone) leaves the connection unusable: close it.
     co_return sent.ok() && keep_alive;
+  }
+
+  // A reader of a fill, registered for as long as it may read (see Fill::AddReader).
+  struct FillReader {
+    FillReader(std::shared_ptr<cache::Fill> f, int i) : fill(std::move(f)), id(i) {}
+    ~FillReader() { fill->RemoveReader(id); }
+    FillReader(const FillReader&) = delete;
+    FillReader& operator=(const FillReader&) = delete;
+    std::shared_ptr<cache::Fill> fill;
+    int id;
+  };
+
+  // Relays a fill that is not being stored from its window in memory.
+  awaitable<Status> SendFromMemory(beast::tcp_stream& stream, cache::Fill& fill, int reader,
+                                   uint64_t length, Outcome& out) {
+    std::vector<char> chunk(256 * 1024);
+    uint64_t offset = 0;
+    auto ex = stream.get_executor();
+    while (offset < length) {
+      auto state = fill.Snapshot();
+      if (state.done && !state.status.ok()) co_return state.status;
+      auto got = fill.CopyOut(reader, offset, chunk.data(), chunk.size());
+      if (!got.ok()) co_return got.status();
+      if (*got > 0) {
+        stream.expires_after(options_.write_timeout);
+        auto [ec, n] = co_await asio::async_write(stream, asio::buffer(chunk.data(), *got), kTuple);
+        stream.expires_never();
+        if (ec) co_return Unavailable("client connection: " + ec.message());
+        offset += *got;
+        out.bytes += *got;
+        metrics_.bytes_served += *got;
+        fill.ReaderProgress(reader, offset);
+        continue;
+      }
+      if (stopping_ && state.done) co_return Unavailable("server is shutting down");
+      auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(5));
+      fill.WaitForChange(state, Waker(timer));
+      co_await timer->async_wait(kTuple);
+    }
+    co_return Status::Ok();
   }
 
   // Waits until the socket can take more bytes, or gives up after the write timeout.

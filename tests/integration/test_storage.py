@@ -119,3 +119,38 @@ class StorageTest(RegistryTestCase):
         self.assertTrue(wait_until(lambda: sum(blob_files(rc).values()) <= 6 * MIB, 10))
         for i, d in enumerate(digests):
             self.pull(rc, i, d, "after%d" % i)
+
+    def test_a_store_too_small_for_the_image_passes_it_through(self):
+        data = os.path.join(self.work, "tiny", "data")  # where Regcache(name="tiny") keeps its data
+        os.makedirs(data)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", data],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            self.skipTest("cannot mount a tmpfs here: " + mounted.stderr.strip())
+        self._stops.append(lambda: subprocess.run(["umount", "-l", data], capture_output=True))
+        hub = self.registry("hub")
+        layout, digest = self.image("big", platforms=[("linux", "amd64", "")], layers=1,
+                                    layer_size=24 * MIB)
+        push(layout, "v1", hub.host + "/library/big:v1")
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host}], name="tiny")
+        self.assertEqual(rc.data, data)
+        # The 24 MiB layer cannot be stored on a 12 MiB file system: it is relayed, byte-exact.
+        for attempt in ("first", "second"):
+            r = skopeo_copy(rc.host + "/library/big:v1", os.path.join(self.work, attempt))
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(os.path.join(self.work, attempt, "index.json")) as f:
+                self.assertEqual(json.load(f)["manifests"][0]["digest"], digest)
+        self.assertEqual(rc.temp_files(), [])
+        self.assertTrue(all(size < MIB for size in blob_files(rc).values()), blob_files(rc))
+        self.assertGreaterEqual(rc.metrics()["regcache_passthrough_total"], 2)
+        st, _, body = rc.request("GET", "/readyz")
+        self.assertEqual(st, 503, body)
+        self.assertEqual(json.loads(body)["status"], "degraded")
+        self.assertEqual(rc.request("GET", "/healthz")[0], 200)
+        # Space freed (the file system grows): the next pull is stored, and storage is ready.
+        subprocess.run(["mount", "-o", "remount,size=96m", data], check=True)
+        time.sleep(2.5)  # the cap follows the file system's size at the next check
+        r = skopeo_copy(rc.host + "/library/big:v1", os.path.join(self.work, "third"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(any(size > 20 * MIB for size in blob_files(rc).values()), blob_files(rc))
+        self.assertEqual(rc.request("GET", "/readyz")[0], 200)
