@@ -68,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   switch (r.kind) {
     case RouteKind::kBase:
     case RouteKind::kHealth:
+    case RouteKind::kReady:
     case RouteKind::kMetrics:
       FUZZ_CHECK(r.name.empty());
       return 0;

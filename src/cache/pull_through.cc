@@ -127,30 +127,48 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
   // Served with the Content-Type it arrived with, when that names a manifest type.
   std::string media_type =
       oci::IsManifestMediaType(m.info.media_type) ? m.info.media_type : parsed->media_type;
-  RC_RETURN_IF_ERROR(blobs_.PutSmall(m.info.digest, m.bytes));
-  if (ledger_) ledger_->Added(m.info.digest, m.bytes.size(), true);
-  RC_RETURN_IF_ERROR(meta_.PutManifestType(m.info.digest, media_type));
   metrics_.bytes_fetched += m.bytes.size();
   const std::string& name = up.name();
-  RC_RETURN_IF_ERROR(
-      meta_.Link(name, repo, m.info.digest, metadata::ContentKind::kManifest, m.bytes.size()));
-  hot_.PutLink(HotIndex::Key(name, repo, m.info.digest.str()), m.bytes.size());
-  // What this manifest references is, by construction, in this repository upstream.
-  for (const auto& d : parsed->manifests) {
-    RC_RETURN_IF_ERROR(meta_.Link(name, repo, d.digest, metadata::ContentKind::kManifest, d.size));
-  }
-  for (const auto& d : parsed->Blobs()) {
-    RC_RETURN_IF_ERROR(meta_.Link(name, repo, d.digest, metadata::ContentKind::kBlob, d.size));
-  }
+  // Memory first: this response and the next ones are served from the hot index even when the
+  // disk or the database refuses the durable copy (disk full).
   auto cached = std::make_shared<const CachedManifest>(CachedManifest{m.bytes, media_type});
   hot_.PutManifest(m.info.digest, cached);
+  hot_.PutLink(HotIndex::Key(name, repo, m.info.digest.str()), m.bytes.size());
+  // What this manifest references is, by construction, in this repository upstream.
+  for (const auto& d : parsed->manifests)
+    hot_.PutLink(HotIndex::Key(name, repo, d.digest.str()), d.size);
+  for (const auto& d : parsed->Blobs())
+    hot_.PutLink(HotIndex::Key(name, repo, d.digest.str()), d.size);
+
+  auto durable = [&]() -> Status {
+    RC_RETURN_IF_ERROR(blobs_.PutSmall(m.info.digest, m.bytes));
+    if (ledger_) ledger_->Added(m.info.digest, m.bytes.size(), true);
+    RC_RETURN_IF_ERROR(meta_.PutManifestType(m.info.digest, media_type));
+    RC_RETURN_IF_ERROR(
+        meta_.Link(name, repo, m.info.digest, metadata::ContentKind::kManifest, m.bytes.size()));
+    for (const auto& d : parsed->manifests) {
+      RC_RETURN_IF_ERROR(
+          meta_.Link(name, repo, d.digest, metadata::ContentKind::kManifest, d.size));
+    }
+    for (const auto& d : parsed->Blobs()) {
+      RC_RETURN_IF_ERROR(meta_.Link(name, repo, d.digest, metadata::ContentKind::kBlob, d.size));
+    }
+    return Status::Ok();
+  };
+  NoteDurableFailure(durable(), "storing manifest " + m.info.digest.str());
   return std::shared_ptr<const CachedManifest>(cached);
+}
+
+void PullThroughCache::NoteDurableFailure(const Status& s, const std::string& what) {
+  if (s.ok()) return;
+  spdlog::warn("{}: {} (served from memory)", what, s.ToString());
+  if (evictor_) evictor_->NoSpace();
 }
 
 Status PullThroughCache::PutTag(Upstream& up, const std::string& repo, const std::string& tag,
                                 const metadata::TagRecord& record) {
-  RC_RETURN_IF_ERROR(meta_.PutTag(up.name(), repo, tag, record));
   hot_.PutTag(HotIndex::Key(up.name(), repo, tag), record);
+  NoteDurableFailure(meta_.PutTag(up.name(), repo, tag, record), "storing tag " + tag);
   return Status::Ok();
 }
 
@@ -285,9 +303,9 @@ Status PullThroughCache::RevalidateNow(Upstream& up, const std::string& repo,
   const int64_t now = NowSeconds();
   if (info->digest == row->digest) {
     metrics_.Count("regcache_revalidations_total", labels + "\"same\"");
-    RC_RETURN_IF_ERROR(meta_.TouchTagChecked(name, repo, tag, now));
     row->checked_at = now;
     hot_.PutTag(HotIndex::Key(name, repo, tag), *row);
+    NoteDurableFailure(meta_.TouchTagChecked(name, repo, tag, now), "revalidating tag " + tag);
     return Status::Ok();
   }
   // The tag moved: fetch the new manifest by the digest the HEAD reported.
@@ -295,8 +313,9 @@ Status PullThroughCache::RevalidateNow(Upstream& up, const std::string& repo,
   auto fetched = up.Guarded([&] { return up.client().GetManifest(repo, info->digest.str()); });
   if (!fetched.ok()) return fetched.status();
   RC_ASSIGN_OR_RETURN(auto m, StoreManifest(up, repo, *fetched));
-  return PutTag(up, repo, tag,
-                metadata::TagRecord{fetched->info.digest, m->media_type, m->bytes.size(), now, now});
+  return PutTag(
+      up, repo, tag,
+      metadata::TagRecord{fetched->info.digest, m->media_type, m->bytes.size(), now, now});
 }
 
 Result<ManifestResponse> PullThroughCache::FetchManifest(Upstream& up, const std::string& repo,
@@ -313,8 +332,7 @@ Result<ManifestResponse> PullThroughCache::FetchManifest(Upstream& up, const std
   return r;
 }
 
-Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up,
-                                                             const std::string& repo,
+Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up, const std::string& repo,
                                                              const std::string& reference) {
   const std::string& name = up.name();
   const std::string key = HotIndex::Key(name, repo, reference);
@@ -339,8 +357,9 @@ Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up,
       auto info = up.Guarded([&] { return client.HeadManifest(repo, reference); });
       if (!info.ok()) return missing(info.status());
       if (!(info->digest == d)) return missing(NotFound("upstream answered with another digest"));
-      RC_RETURN_IF_ERROR(meta_.Link(name, repo, d, metadata::ContentKind::kManifest, info->size));
       hot_.PutLink(key, stored->bytes.size());
+      NoteDurableFailure(meta_.Link(name, repo, d, metadata::ContentKind::kManifest, info->size),
+                         "linking " + d.str());
       out.manifest = std::move(stored);
       out.digest = d;
       out.result = "hit";
@@ -418,8 +437,9 @@ Result<uint64_t> PullThroughCache::ConfirmBlob(Upstream& up, const std::string& 
   // Upstream's HEAD says the repository has it. Its Content-Length is only a hint for this
   // answer (a HEAD may omit or misstate it): the link records no size, and a download's size
   // always comes from the download itself.
-  RC_RETURN_IF_ERROR(meta_.Link(up.name(), repo, digest, metadata::ContentKind::kBlob, 0));
   hot_.PutLink(key, 0);
+  NoteDurableFailure(meta_.Link(up.name(), repo, digest, metadata::ContentKind::kBlob, 0),
+                     "linking " + digest.str());
   return **size;
 }
 
@@ -458,8 +478,9 @@ Result<BlobStart> PullThroughCache::StartFill(Upstream& up, const std::string& r
   metrics_.fills_in_flight++;
   auto fill = out.fill;
   auto* w = writer.release();
-  bool queued = up.fills().TrySubmit(
-      [this, &up, fill, key, w] { RunFill(up, fill, key, std::unique_ptr<storage::BlobWriter>(w)); });
+  bool queued = up.fills().TrySubmit([this, &up, fill, key, w] {
+    RunFill(up, fill, key, std::unique_ptr<storage::BlobWriter>(w));
+  });
   if (!queued) {
     delete w;  // aborts the temp file
     {
@@ -481,9 +502,9 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
                                std::unique_ptr<storage::BlobWriter> writer) {
   const oci::Digest& digest = fill->digest();
   uint64_t size = 0;
-  bool memory = false;   // not stored: served from a window in memory, then gone
+  bool memory = false;  // not stored: served from a window in memory, then gone
   bool reserved = false;
-  bool listed = true;    // still in fills_, where new readers can join it
+  bool listed = true;  // still in fills_, where new readers can join it
   auto unlist = [&] {
     std::lock_guard<std::mutex> lock(fills_mu_);
     auto it = fills_.find(key);
@@ -576,8 +597,7 @@ Result<RawResponse> PullThroughCache::Tags(Upstream& up, const std::string& repo
   auto resp = RawCall(up, repo, "tags/list" + query);
   if (!resp.ok()) {
     if (!row) return resp.status();
-    spdlog::warn("serving stale tag list of {}/{} ({})", up.name(), repo,
-                 resp.status().ToString());
+    spdlog::warn("serving stale tag list of {}/{} ({})", up.name(), repo, resp.status().ToString());
     RawResponse r = from_row("stale");
     r.warning = "110 regcache \"Response is stale: upstream " +
                 std::string(CodeName(resp.status().code())) + "\"";
@@ -590,8 +610,9 @@ Result<RawResponse> PullThroughCache::Tags(Upstream& up, const std::string& repo
   r.link = resp->headers.Get("Link");
   r.result = "miss";
   if (r.status == 200) {
-    Status s = meta_.PutTagList(up.name(), repo, query,
-                                metadata::TagListRecord{r.status, r.body, r.content_type, r.link, now});
+    Status s =
+        meta_.PutTagList(up.name(), repo, query,
+                         metadata::TagListRecord{r.status, r.body, r.content_type, r.link, now});
     if (!s.ok()) spdlog::warn("caching tag list of {}/{}: {}", up.name(), repo, s.ToString());
   }
   return r;

@@ -158,8 +158,12 @@ class PullThroughCache {
   Result<ManifestResponse> FetchManifestOnce(Upstream& up, const std::string& repo,
                                              const std::string& reference);
   Status RevalidateNow(Upstream& up, const std::string& repo, const std::string& tag);
+  // Records the tag in memory and (best effort) in the metadata store.
   Status PutTag(Upstream& up, const std::string& repo, const std::string& tag,
                 const metadata::TagRecord& record);
+  // A durable write failed (disk full, database error): logged, storage reported degraded; the
+  // caller goes on serving from memory.
+  void NoteDurableFailure(const Status& s, const std::string& what);
   void RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::string key,
                std::unique_ptr<storage::BlobWriter> writer);
   // `key` is HotIndex::Key(upstream, repo, tag), which the caller has built already.

@@ -147,6 +147,23 @@ class StorageTest(RegistryTestCase):
         self.assertEqual(st, 503, body)
         self.assertEqual(json.loads(body)["status"], "degraded")
         self.assertEqual(rc.request("GET", "/healthz")[0], 200)
+
+        # The file system completely full (SQLite and manifest writes fail too): a new image still
+        # pulls, from memory, and what is cached is still served.
+        small_layout, small_digest = self.image("small", platforms=[("linux", "amd64", "")],
+                                                layers=1, layer_size=MIB, seed=7)
+        push(small_layout, "v1", hub.host + "/library/small:v1")
+        filler = os.path.join(data, "filler")
+        subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=64"],
+                       capture_output=True)
+        r = skopeo_copy(rc.host + "/library/small:v1", os.path.join(self.work, "full"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(self.work, "full", "index.json")) as f:
+            self.assertEqual(json.load(f)["manifests"][0]["digest"], small_digest)
+        r = skopeo_copy(rc.host + "/library/big:v1", os.path.join(self.work, "full-big"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(rc.temp_files(), [])
+        os.unlink(filler)
         # Space freed (the file system grows): the next pull is stored, and storage is ready.
         subprocess.run(["mount", "-o", "remount,size=96m", data], check=True)
         time.sleep(2.5)  # the cap follows the file system's size at the next check
