@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -82,6 +83,55 @@ TEST(SqliteMetadataStoreTest, TagListsDeletesAndBatchedAccess) {
   ASSERT_TRUE(m->DeleteTag("hub", "a/b", "v1").ok());
   EXPECT_FALSE(m->GetTag("hub", "a/b", "v1")->has_value());
   EXPECT_TRUE(m->DeleteTag("hub", "a/b", "absent").ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SqliteMetadataStoreTest, MigratesAStoreFromBeforeVersioning) {
+  char tmpl[] = "/tmp/regcache-meta-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  const std::string path = dir + "/meta.db";
+  auto d = oci::Digest::Of("layer");
+  {
+    // The schema regcache 0.1 wrote, with user_version 0.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const std::string sql =
+        "CREATE TABLE tags (upstream TEXT NOT NULL, repo TEXT NOT NULL, tag TEXT NOT NULL,"
+        " digest TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,"
+        " fetched_at INTEGER NOT NULL, checked_at INTEGER NOT NULL, accessed_at INTEGER NOT NULL,"
+        " PRIMARY KEY (upstream, repo, tag));"
+        "CREATE TABLE manifest_types (digest TEXT PRIMARY KEY, media_type TEXT NOT NULL);"
+        "CREATE TABLE repo_content (upstream TEXT NOT NULL, repo TEXT NOT NULL,"
+        " digest TEXT NOT NULL, kind INTEGER NOT NULL, size INTEGER NOT NULL,"
+        " PRIMARY KEY (upstream, repo, digest));"
+        "INSERT INTO repo_content VALUES ('hub', 'library/old', '" +
+        d.str() + "', 2, 42);";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto m = OpenSqliteMetadataStore(path);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->Linked("hub", "library/old", d).value(), std::optional<uint64_t>(42));
+  ASSERT_TRUE((*m)->SaveBlobUsage({{d, 42, false, 100, 2}}, {}).ok());
+  int rows = 0;
+  ASSERT_TRUE((*m)->LoadBlobUsage([&](const BlobUsage& u) { rows += u.digest == d; }).ok());
+  EXPECT_EQ(rows, 1);
+  // Links written before versioning have no time: retention may take them once their
+  // repository has no tag left.
+  ASSERT_TRUE((*m)->PutTag("hub", "library/new", "v1", TagRecord{d, "t", 1, 1000, 1000}).ok());
+  ASSERT_TRUE((*m)->Link("hub", "library/new", d, ContentKind::kBlob, 42).ok());
+  auto r = (*m)->ExpireUnused(500);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tags, 0);
+  EXPECT_EQ(r->links, 1);  // library/old's
+  EXPECT_FALSE((*m)->Linked("hub", "library/old", d)->has_value());
+  EXPECT_TRUE((*m)->Linked("hub", "library/new", d)->has_value());
+  r = (*m)->ExpireUnused(2000);  // library/new unused since 1000
+  EXPECT_EQ(r->tags, 1);
+  EXPECT_TRUE((*m)->Compact(100).ok());
+  m->reset();
+  // Reopening a migrated store is a no-op.
+  ASSERT_TRUE(OpenSqliteMetadataStore(path).ok());
   std::filesystem::remove_all(dir);
 }
 
