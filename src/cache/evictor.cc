@@ -234,14 +234,20 @@ void Evictor::Pass() {
   const uint64_t low = static_cast<uint64_t>(static_cast<double>(cap) * limits_.low_watermark);
   const uint64_t used = ledger_.bytes() + reserved_.load();
   uint64_t want = used > cap ? used - std::min(used, low) : 0;
+  // "size": over the cap; "space": the file system is short of free space (floor, ENOSPC).
+  const char* reason = "size";
   auto space = blobs_.FilesystemSpace();
   if (space.ok() && space->total > 0) {
     const uint64_t floor =
         static_cast<uint64_t>(static_cast<double>(space->total) * limits_.min_free_percent / 100);
-    if (space->available < floor) want = std::max(want, floor - space->available);
+    if (space->available < floor && floor - space->available > want) {
+      want = floor - space->available;
+      reason = "space";
+    }
   }
   if (SteadySeconds() < no_space_until_.load() && want == 0) {
     want = std::min<uint64_t>(ledger_.bytes() / 10, 256ull << 20);
+    reason = "space";
   }
   if (want == 0) {
     over_cap_ = false;
@@ -258,11 +264,12 @@ void Evictor::Pass() {
     ledger_.Removed(v.digest);
     freed += v.size;
   }
-  metrics_.Count("regcache_evictions_total", "reason=\"size\"", victims.size());
-  metrics_.Count("regcache_evicted_bytes_total", "reason=\"size\"", freed);
+  const std::string label = std::string("reason=\"") + reason + "\"";
+  metrics_.Count("regcache_evictions_total", label, victims.size());
+  metrics_.Count("regcache_evicted_bytes_total", label, freed);
   over_cap_ = ledger_.bytes() > cap;
-  spdlog::info("evicted {} blobs ({}) to stay within {}", victims.size(), HumanBytes(freed),
-               HumanBytes(cap));
+  spdlog::info("evicted {} blobs ({}, reason {}) to stay within {}", victims.size(),
+               HumanBytes(freed), reason, HumanBytes(cap));
 }
 
 void Evictor::Flush() {
