@@ -2,8 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <malloc.h>
+
 #include <cmath>
-#include <unordered_set>
 
 #include "base/strings.h"
 
@@ -192,37 +193,30 @@ void Evictor::Loop() {
 void Evictor::Reconcile() {
   // After a crash the saved ledger may lag the files by a flush interval either way.
   auto started = std::chrono::steady_clock::now();
-  std::unordered_set<std::string> on_disk;
   std::vector<std::pair<oci::Digest, uint64_t>> found_only;
+  ledger_.BeginSweep();
   Status s = blobs_.Scan([&](const oci::Digest& d, uint64_t size) {
-    on_disk.insert(d.str());
-    if (!ledger_.Contains(d)) found_only.push_back({d, size});
+    if (!ledger_.Seen(d)) found_only.push_back({d, size});
   });
   if (!s.ok()) {
+    (void)ledger_.EndSweep();
     spdlog::warn("reconciling the blob store: {}", s.ToString());
     return;
   }
   // Entries whose file is gone (a crash between unlink and saving the ledger).
-  uint64_t dropped = 0;
-  std::vector<oci::Digest> gone;
-  Status loaded = meta_.LoadBlobUsage([&](const metadata::BlobUsage& u) {
-    if (!on_disk.count(u.digest.str())) gone.push_back(u.digest);
-  });
-  if (!loaded.ok()) spdlog::warn("reconciling the blob store: {}", loaded.ToString());
-  for (const auto& d : gone) {
-    ledger_.Removed(d);
-    ++dropped;
-  }
+  auto gone = ledger_.EndSweep();
+  for (const auto& d : gone) ledger_.Removed(d);
   // Files the ledger did not know (committed just before a crash, or a store from before the
   // ledger existed): manifests are known by their recorded media type. Saved with this flush.
-  const uint64_t added = found_only.size();
   for (const auto& [digest, size] : found_only) {
     auto type = meta_.GetManifestType(digest);
     ledger_.Added(digest, size, type.ok() && type->has_value());
   }
   Flush();
+  // The scan's transient allocations would otherwise stay with the allocator's arenas.
+  malloc_trim(0);
   spdlog::info("blob store: {} blobs, {} ({} found on disk only, {} gone) reconciled in {} ms",
-               ledger_.blobs(), HumanBytes(ledger_.bytes()), added, dropped,
+               ledger_.blobs(), HumanBytes(ledger_.bytes()), found_only.size(), gone.size(),
                std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now() - started)
                    .count());
@@ -255,7 +249,16 @@ void Evictor::Pass() {
   }
   auto victims = ledger_.ChooseVictims(want);
   uint64_t freed = 0;
+  size_t done = 0, removed = 0;
   for (const auto& v : victims) {
+    if (++done % 10000 == 0) {
+      // A long pass (hundreds of thousands of files) keeps metrics current and its removals
+      // saved as it goes, so a stop does not have them all to write.
+      Publish();
+      Flush();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) break;
+    }
     Status s = blobs_.Remove(v.digest);
     if (!s.ok()) {
       spdlog::warn("evicting {}: {}", v.digest.str(), s.ToString());
@@ -263,12 +266,13 @@ void Evictor::Pass() {
     }
     ledger_.Removed(v.digest);
     freed += v.size;
+    ++removed;
   }
   const std::string label = std::string("reason=\"") + reason + "\"";
-  metrics_.Count("regcache_evictions_total", label, victims.size());
+  metrics_.Count("regcache_evictions_total", label, removed);
   metrics_.Count("regcache_evicted_bytes_total", label, freed);
   over_cap_ = ledger_.bytes() > cap;
-  spdlog::info("evicted {} blobs ({}, reason {}) to stay within {}", victims.size(),
+  spdlog::info("evicted {} blobs ({}, reason {}) to stay within {}", removed,
                HumanBytes(freed), reason, HumanBytes(cap));
 }
 

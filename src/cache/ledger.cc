@@ -99,8 +99,45 @@ void BlobLedger::Added(const oci::Digest& digest, uint64_t size, bool manifest) 
   e.hits = std::max<uint32_t>(e.hits, 1);
   e.base = aging_;
   e.last_access = NowSeconds32();
+  e.seen = true;
   bytes_ += size;
   MarkDirty(digest, e);
+}
+
+void BlobLedger::BeginSweep() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [k, e] : sha256_) e.seen = false;
+  for (auto& [k, e] : other_) e.seen = false;
+}
+
+bool BlobLedger::Seen(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry* e = Find(digest);
+  if (!e) return false;
+  e->seen = true;
+  return true;
+}
+
+std::vector<oci::Digest> BlobLedger::EndSweep() {
+  std::lock_guard<std::mutex> lock(mu_);
+  static const char* kHex = "0123456789abcdef";
+  std::vector<oci::Digest> unseen;
+  for (auto& [key, e] : sha256_) {
+    if (e.seen) continue;
+    std::string text = "sha256:";
+    for (uint8_t b : key.bytes) {
+      text.push_back(kHex[b >> 4]);
+      text.push_back(kHex[b & 15]);
+    }
+    if (auto d = oci::Digest::Parse(text); d.ok()) unseen.push_back(*d);
+  }
+  for (auto& [digest, e] : other_) {
+    if (e.seen) continue;
+    if (auto d = oci::Digest::Parse(digest); d.ok()) unseen.push_back(*d);
+  }
+  for (auto& [k, e] : sha256_) e.seen = true;
+  for (auto& [k, e] : other_) e.seen = true;
+  return unseen;
 }
 
 void BlobLedger::Touched(const oci::Digest& digest) {
@@ -137,51 +174,59 @@ uint64_t BlobLedger::blobs() {
 }
 
 std::vector<BlobLedger::Victim> BlobLedger::ChooseVictims(uint64_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  // Every evictable blob as (priority, last access, where); sorted, lowest first. 24 bytes a
-  // blob while a pass runs; digests are spelled out only for the chosen.
+  // Every evictable blob as (priority, last access, key, size), copied under the lock (hits
+  // take it on the event loop) and sorted outside it, lowest first. 56 bytes a blob while a
+  // pass runs; digests are spelled out only for the chosen.
   struct Candidate {
     uint64_t priority;
     uint32_t last_access;
-    const Key* key;             // or
-    const std::string* digest;  // for non-sha256 digests
+    Key key;
+    uint64_t size;
     bool operator<(const Candidate& o) const {
       return std::tie(priority, last_access) < std::tie(o.priority, o.last_access);
     }
   };
   std::vector<Candidate> candidates;
-  candidates.reserve(sha256_.size() + other_.size());
-  for (const auto& [key, e] : sha256_) {
-    if (!e.manifest) candidates.push_back({e.priority(), e.last_access, &key, nullptr});
-  }
-  for (const auto& [digest, e] : other_) {
-    if (!e.manifest) candidates.push_back({e.priority(), e.last_access, nullptr, &digest});
+  std::vector<std::pair<uint64_t, std::string>> others;  // non-sha256: rare
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    candidates.reserve(sha256_.size());
+    for (const auto& [key, e] : sha256_) {
+      if (!e.manifest) candidates.push_back({e.priority(), e.last_access, key, e.size});
+    }
+    for (const auto& [digest, e] : other_) {
+      if (!e.manifest) others.push_back({e.priority(), digest});
+    }
   }
   std::sort(candidates.begin(), candidates.end());
+  std::sort(others.begin(), others.end());
   static const char* kHex = "0123456789abcdef";
   std::vector<Victim> out;
-  uint64_t freed = 0;
+  uint64_t freed = 0, highest = 0;
   for (const auto& c : candidates) {
     if (freed >= bytes) break;
-    std::string text;
-    uint64_t size;
-    if (c.key) {
-      text = "sha256:";
-      for (uint8_t b : c.key->bytes) {
-        text.push_back(kHex[b >> 4]);
-        text.push_back(kHex[b & 15]);
-      }
-      size = sha256_.at(*c.key).size;
-    } else {
-      text = *c.digest;
-      size = other_.at(text).size;
+    std::string text = "sha256:";
+    for (uint8_t b : c.key.bytes) {
+      text.push_back(kHex[b >> 4]);
+      text.push_back(kHex[b & 15]);
     }
     auto d = oci::Digest::Parse(text);
     if (!d.ok()) continue;
-    out.push_back(Victim{*d, size});
-    freed += size;
-    aging_ = std::max(aging_, c.priority);
+    out.push_back(Victim{*d, c.size});
+    freed += c.size;
+    highest = std::max(highest, c.priority);
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [priority, digest] : others) {
+    if (freed >= bytes) break;
+    auto it = other_.find(digest);
+    auto d = oci::Digest::Parse(digest);
+    if (it == other_.end() || !d.ok()) continue;
+    out.push_back(Victim{*d, it->second.size});
+    freed += it->second.size;
+    highest = std::max(highest, priority);
+  }
+  aging_ = std::max(aging_, highest);
   return out;
 }
 

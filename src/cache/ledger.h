@@ -8,8 +8,8 @@
 // and the aging term lets a once-popular blob go when it stops being used. Manifests are never
 // chosen: they are tiny and every manifest GET counts against Docker Hub's quota.
 //
-// Memory: about 90 bytes per blob (a 32-byte binary digest key, a 32-byte entry, hash-table
-// overhead); a million blobs (terabytes of layers) cost about 90 MB.
+// Memory: about 110 bytes per blob as measured (a 32-byte binary digest key, a 32-byte entry,
+// hash-table overhead); a million blobs (terabytes of layers) cost about 110 MB.
 #pragma once
 
 #include <array>
@@ -44,6 +44,13 @@ class BlobLedger {
   uint64_t bytes();
   uint64_t blobs();
 
+  // Start-up reconciliation without a second copy of the digests: BeginSweep unmarks every
+  // entry, the scan marks what it finds (Seen returns false for a blob the ledger did not know),
+  // and EndSweep returns what was never seen; blobs added meanwhile count as seen.
+  void BeginSweep();
+  bool Seen(const oci::Digest& digest);
+  std::vector<oci::Digest> EndSweep();
+
   // The blobs to evict, lowest priority first, until together they free at least `bytes`
   // (fewer if not enough is evictable). Raises the aging value to the last one's priority.
   // The caller removes the files, then calls Removed for each.
@@ -67,6 +74,7 @@ class BlobLedger {
     uint32_t last_access = 0;  // unix seconds
     bool manifest = false;
     bool dirty = false;
+    bool seen = true;  // by the running sweep
     uint64_t priority() const { return base + hits; }
   };
 
