@@ -251,9 +251,10 @@ void Evictor::Pass() {
   uint64_t freed = 0;
   size_t done = 0, removed = 0;
   for (const auto& v : victims) {
-    if (++done % 10000 == 0) {
+    if (++done % 2000 == 0) {
       // A long pass (hundreds of thousands of files) keeps metrics current and its removals
-      // saved as it goes, so a stop does not have them all to write.
+      // saved as it goes (in small transactions: lookups share the database), so a stop does not
+      // have them all to write.
       Publish();
       Flush();
       std::lock_guard<std::mutex> lock(mu_);
