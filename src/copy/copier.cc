@@ -29,6 +29,22 @@ struct Copier::Plan {
 
 namespace {
 
+// PUTs a manifest whose bytes were verified against their digest here. A destination that still
+// answers DIGEST_INVALID lost a race with a concurrent push of the same manifest (CNCF
+// distribution's filesystem driver rewrites the stored file in place, so a concurrent check can
+// read it half-written): the same PUT is tried again, briefly.
+Status PutVerifiedManifest(upstream::RegistryClient& dst, const std::string& repo,
+                           const std::string& ref, const std::string& media_type,
+                           const std::string& bytes) {
+  Status s = dst.PutManifest(repo, ref, media_type, bytes);
+  for (int retry = 1; retry <= 3 && s.code() == Code::kIntegrity; ++retry) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 * retry));
+    s = dst.PutManifest(repo, ref, media_type, bytes);
+  }
+  return s;
+}
+
+
 constexpr int kMaxIndexDepth = 4;
 constexpr int kBlobAttempts = 3;
 
@@ -210,11 +226,11 @@ Result<EnsureResult> Copier::Ensure(const oci::Reference& src, const oci::Refere
   RC_RETURN_IF_ERROR(CopyBlobs(src, dst, plan.blobs, res));
   res.manifests_present = plan.present;
   for (const auto& m : plan.manifests) {
-    Status s = dst_.PutManifest(dst.repository, m.digest.str(), m.media_type, m.bytes);
+    Status s = PutVerifiedManifest(dst_, dst.repository, m.digest.str(), m.media_type, m.bytes);
     if (!s.ok()) return s.WithContext("pushing manifest " + m.digest.str());
     ++res.manifests_pushed;
   }
-  Status tagged = dst_.PutManifest(dst.repository, dst_ident, top_media, top_bytes);
+  Status tagged = PutVerifiedManifest(dst_, dst.repository, dst_ident, top_media, top_bytes);
   if (!tagged.ok()) {
     // A concurrent ensure may have tagged the same content first (and an immutable repository
     // then refuses ours): what matters is where the tag points now.
