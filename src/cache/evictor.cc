@@ -1,8 +1,7 @@
 #include "cache/evictor.h"
 
-#include <spdlog/spdlog.h>
-
 #include <malloc.h>
+#include <spdlog/spdlog.h>
 
 #include <cmath>
 
@@ -113,19 +112,13 @@ bool Evictor::Reserve(uint64_t size) {
   // What eviction can never free: manifests, which are a sliver of any real store.
   if (cap == 0 || size > cap * limits_.low_watermark) return false;
   const uint64_t reserved = reserved_.fetch_add(size) + size;
-  if (ledger_.bytes() + reserved > cap) {
-    std::lock_guard<std::mutex> lock(mu_);
-    wake_ = true;
-    cv_.notify_all();
-  }
+  if (ledger_.bytes() + reserved > cap) Wake();
   return true;
 }
 
 void Evictor::Release(uint64_t size) {
   reserved_.fetch_sub(size);
-  std::lock_guard<std::mutex> lock(mu_);
-  wake_ = true;
-  cv_.notify_all();
+  Wake();
 }
 
 void Evictor::Wake() {
@@ -136,16 +129,15 @@ void Evictor::Wake() {
 
 void Evictor::NoSpace() {
   no_space_until_ = SteadySeconds() + 60;
-  std::lock_guard<std::mutex> lock(mu_);
-  wake_ = true;
-  cv_.notify_all();
+  Wake();
 }
 
 std::string Evictor::Degraded() {
   std::string why;
   if (SteadySeconds() < no_space_until_.load()) {
-    why = "a miss could not be stored in the last minute (no space or no room under the cap): "
-          "misses are served without being stored";
+    why =
+        "a miss could not be stored in the last minute (no space or no room under the cap): "
+        "misses are served without being stored";
   }
   if (over_cap_) {
     if (!why.empty()) why += "; ";
@@ -273,8 +265,8 @@ void Evictor::Pass() {
   metrics_.Count("regcache_evictions_total", label, removed);
   metrics_.Count("regcache_evicted_bytes_total", label, freed);
   over_cap_ = ledger_.bytes() > cap;
-  spdlog::info("evicted {} blobs ({}, reason {}) to stay within {}", removed,
-               HumanBytes(freed), reason, HumanBytes(cap));
+  spdlog::info("evicted {} blobs ({}, reason {}) to stay within {}", removed, HumanBytes(freed),
+               reason, HumanBytes(cap));
 }
 
 void Evictor::Flush() {

@@ -17,10 +17,9 @@
 #include <boost/beast/http.hpp>
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "base/strings.h"
 #include "base/work_queue.h"
@@ -137,9 +136,7 @@ struct SessionState {
   bool closed = false;
 };
 
-int64_t SteadyNanos() {
-  return std::chrono::steady_clock::now().time_since_epoch().count();
-}
+int64_t SteadyNanos() { return std::chrono::steady_clock::now().time_since_epoch().count(); }
 
 // Wakes a coroutine parked on `timer` from another thread. Holds the timer weakly: if the
 // coroutine is gone, there is nothing to wake.
@@ -292,9 +289,10 @@ class ServerImpl : public Server {
       if (static_cast<size_t>(metrics_.connections.load()) >= options_.max_connections &&
           !EvictIdleConnection()) {
         if (!refusing_.exchange(true)) {
-          spdlog::warn("connection cap ({}) reached with every connection busy: refusing new "
-                       "connections with 503",
-                       options_.max_connections);
+          spdlog::warn(
+              "connection cap ({}) reached with every connection busy: refusing new "
+              "connections with 503",
+              options_.max_connections);
         }
         metrics_.Count("regcache_connections_refused_total", "");
         Refuse(socket);
@@ -560,11 +558,11 @@ class ServerImpl : public Server {
       // Liveness is /healthz; this says whether the cache works fully. Degraded storage still
       // serves (misses pass through), so balancers may prefer another node but need not.
       std::string why = cache_.StorageDegraded();
-      Reply reply = why.empty() ? MakeReply(200, "text/plain", "ready\n")
-                                : MakeReply(503, "application/json",
-                                            nlohmann::json({{"status", "degraded"},
-                                                            {"storage", why}})
-                                                .dump());
+      Reply reply =
+          why.empty()
+              ? MakeReply(200, "text/plain", "ready\n")
+              : MakeReply(503, "application/json",
+                          nlohmann::json({{"status", "degraded"}, {"storage", why}}).dump());
       co_return co_await Send(stream, reply, head, can_keep, out);
     }
     if (route->kind == RouteKind::kMetrics) {
@@ -802,18 +800,23 @@ class ServerImpl : public Server {
     co_return co_await RunLocal(work);
   }
 
+  // Parks until the fill moves past `seen` or `at_most` passes (readers re-check either way).
+  awaitable<void> ParkOnFill(cache::Fill& fill, const cache::Fill::State& seen,
+                             std::chrono::steady_clock::duration at_most) {
+    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor, at_most);
+    fill.WaitForChange(seen, Waker(timer));
+    co_await timer->async_wait(kTuple);
+  }
+
   // Parks until `done(state)` holds for the fill, or `limit` passes; returns the last state.
   awaitable<cache::Fill::State> WaitForFill(cache::Fill& fill,
                                             bool (*done)(const cache::Fill::State&),
                                             std::chrono::steady_clock::duration limit) {
-    auto ex = co_await asio::this_coro::executor;
     const auto until = std::chrono::steady_clock::now() + limit;
     while (true) {
       auto state = fill.Snapshot();
       if (done(state) || stopping_ || std::chrono::steady_clock::now() >= until) co_return state;
-      auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(1));
-      fill.WaitForChange(state, Waker(timer));
-      co_await timer->async_wait(kTuple);
+      co_await ParkOnFill(fill, state, std::chrono::seconds(1));
     }
   }
 
@@ -986,8 +989,8 @@ class ServerImpl : public Server {
     if (range.kind == ByteRange::kPartial) {
       status = 206;
       headers.push_back({"Content-Range", "bytes " + std::to_string(range.start) + "-" +
-                                              std::to_string(range.start + range.length - 1) +
-                                              "/" + std::to_string(size)});
+                                              std::to_string(range.start + range.length - 1) + "/" +
+                                              std::to_string(size)});
     }
     out.status = status;
     out.sent = true;
@@ -1028,7 +1031,6 @@ class ServerImpl : public Server {
                                    uint64_t length, Outcome& out) {
     std::vector<char> chunk(256 * 1024);
     uint64_t offset = 0;
-    auto ex = stream.get_executor();
     while (offset < length) {
       auto state = fill.Snapshot();
       if (state.done && !state.status.ok()) co_return state.status;
@@ -1046,9 +1048,7 @@ class ServerImpl : public Server {
         continue;
       }
       if (stopping_ && state.done) co_return Unavailable("server is shutting down");
-      auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(5));
-      fill.WaitForChange(state, Waker(timer));
-      co_await timer->async_wait(kTuple);
+      co_await ParkOnFill(fill, state, std::chrono::seconds(5));
     }
     co_return Status::Ok();
   }
@@ -1090,7 +1090,6 @@ class ServerImpl : public Server {
   awaitable<Status> SendFromFill(beast::tcp_stream& stream, cache::Fill& fill, uint64_t offset,
                                  uint64_t length, Outcome& out) {
     const uint64_t end = offset + length;
-    auto ex = stream.get_executor();
     while (offset < end) {
       auto state = fill.Snapshot();
       if (state.done && !state.status.ok()) {
@@ -1104,9 +1103,7 @@ class ServerImpl : public Server {
         continue;
       }
       if (stopping_ && state.done) co_return Unavailable("server is shutting down");
-      auto timer = std::make_shared<asio::steady_timer>(ex, std::chrono::seconds(5));
-      fill.WaitForChange(state, Waker(timer));
-      co_await timer->async_wait(kTuple);
+      co_await ParkOnFill(fill, state, std::chrono::seconds(5));
     }
     co_return Status::Ok();
   }
