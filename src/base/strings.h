@@ -14,6 +14,17 @@ bool StartsWith(std::string_view s, std::string_view prefix);
 bool EndsWith(std::string_view s, std::string_view suffix);
 std::string_view Trim(std::string_view s);
 std::vector<std::string> Split(std::string_view s, char sep);
+// Whether `pred` holds for every part of `s` split at `sep` (empty parts included), without
+// allocating: for validation on the request path.
+template <typename Pred>
+bool AllParts(std::string_view s, char sep, Pred&& pred) {
+  while (true) {
+    size_t at = s.find(sep);
+    if (!pred(s.substr(0, at))) return false;
+    if (at == std::string_view::npos) return true;
+    s.remove_prefix(at + 1);
+  }
+}
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 
 // Parses a non-negative decimal integer; nullopt on anything else (sign, junk, overflow).

@@ -30,6 +30,15 @@ std::optional<metadata::TagRecord> HotIndex::GetTag(const std::string& key) {
   return it->second;
 }
 
+std::optional<HotIndex::TagManifest> HotIndex::GetTagManifest(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto tag = tags_.find(key);
+  if (tag == tags_.end()) return std::nullopt;
+  auto m = manifests_.find(tag->second.digest.str());
+  if (m == manifests_.end()) return std::nullopt;
+  return TagManifest{tag->second.checked_at, m->second};
+}
+
 void HotIndex::PutTag(const std::string& key, const metadata::TagRecord& record) {
   std::lock_guard<std::mutex> lock(mu_);
   tags_[key] = record;

@@ -22,6 +22,7 @@ namespace regcache::cache {
 struct CachedManifest {
   std::string bytes;
   std::string media_type;
+  oci::Digest digest;
 };
 
 struct HotIndexLimits {
@@ -39,6 +40,12 @@ class HotIndex {
                          const std::string& ref);
 
   std::optional<metadata::TagRecord> GetTag(const std::string& key);
+  // A tag and its manifest bytes in one lookup (the warm-hit path): nullopt unless both are held.
+  struct TagManifest {
+    int64_t checked_at = 0;
+    std::shared_ptr<const CachedManifest> manifest;
+  };
+  std::optional<TagManifest> GetTagManifest(const std::string& key);
   void PutTag(const std::string& key, const metadata::TagRecord& record);
   void EraseTag(const std::string& key);
 

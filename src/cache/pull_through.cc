@@ -115,7 +115,7 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::LoadManifest(
     if (bytes.status().code() == Code::kNotFound) return std::shared_ptr<const CachedManifest>();
     return bytes.status();
   }
-  auto m = std::make_shared<const CachedManifest>(CachedManifest{std::move(*bytes), *media_type});
+  auto m = std::make_shared<const CachedManifest>(CachedManifest{std::move(*bytes), *media_type, digest});
   hot_.PutManifest(digest, m);
   return m;
 }
@@ -131,7 +131,7 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
   const std::string& name = up.name();
   // Memory first: this response and the next ones are served from the hot index even when the
   // disk or the database refuses the durable copy (disk full).
-  auto cached = std::make_shared<const CachedManifest>(CachedManifest{m.bytes, media_type});
+  auto cached = std::make_shared<const CachedManifest>(CachedManifest{m.bytes, media_type, m.info.digest});
   hot_.PutManifest(m.info.digest, cached);
   hot_.PutLink(HotIndex::Key(name, repo, m.info.digest.str()), m.bytes.size());
   // What this manifest references is, by construction, in this repository upstream.
@@ -207,6 +207,15 @@ Result<ManifestLookup> PullThroughCache::LookupManifest(Upstream& up, const std:
     return out;
   }
 
+  if (auto warm = hot_.GetTagManifest(key)) {
+    const bool fresh = NowSeconds() - warm->checked_at < up.TtlFor(repo).count();
+    out.state = fresh ? LookupState::kHit : LookupState::kStale;
+    out.response.digest = warm->manifest->digest;
+    out.response.manifest = std::move(warm->manifest);
+    out.response.result = fresh ? "hit" : "stale";
+    NoteAccess(key, up.name(), repo, reference);
+    return out;
+  }
   auto row = hot_.GetTag(key);
   if (!row) {
     if (memory_only) return out;

@@ -78,7 +78,27 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
     r.reference = std::string(rest.substr(at + marker.size()));
     return true;
   };
-  if (EndsWith(rest, "/tags/list")) {
+  // The common case first: ".../<manifests|blobs|referrers>/<reference>" (a reference has no
+  // '/'), found from the last two slashes without searching for each marker.
+  size_t last = rest.rfind('/');
+  size_t word_at = last == std::string_view::npos || last == 0 ? std::string_view::npos
+                                                                : rest.rfind('/', last - 1);
+  std::string_view word = word_at == std::string_view::npos || word_at == 0
+                              ? std::string_view()
+                              : rest.substr(word_at + 1, last - word_at - 1);
+  auto split_at = [&](RouteKind kind, Endpoint ep) {
+    r.kind = kind;
+    r.endpoint = ep;
+    r.name = std::string(rest.substr(0, word_at));
+    r.reference = std::string(rest.substr(last + 1));
+  };
+  if (word == "manifests") {
+    split_at(RouteKind::kManifest, Endpoint::kManifest);
+  } else if (word == "blobs" && rest.substr(last + 1) != "uploads") {
+    split_at(RouteKind::kBlob, Endpoint::kBlob);
+  } else if (word == "referrers") {
+    split_at(RouteKind::kReferrers, Endpoint::kReferrers);
+  } else if (EndsWith(rest, "/tags/list")) {
     r.kind = RouteKind::kTags;
     r.endpoint = Endpoint::kTags;
     r.name = std::string(rest.substr(0, rest.size() - 10));
@@ -93,16 +113,17 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
     return NotFound("no such endpoint");
   }
   *endpoint_on_error = r.endpoint;
-  for (const auto& part : Split(r.name, '/')) {
-    if (part.empty() || part == "." || part == "..") {
-      *endpoint_on_error = Endpoint::kOther;
-      return InvalidArgument("invalid repository name '" + r.name + "'");
-    }
+  if (!AllParts(r.name, '/', [](std::string_view part) {
+        return !(part.empty() || part == "." || part == "..");
+      })) {
+    *endpoint_on_error = Endpoint::kOther;
+    return InvalidArgument("invalid repository name '" + r.name + "'");
   }
   if (r.kind == RouteKind::kManifest) {
     if (r.reference.find(':') != std::string::npos) {
       auto d = oci::Digest::Parse(r.reference);
       if (!d.ok()) return InvalidArgument(d.status().message());
+      r.digest = std::move(*d);
     } else if (!oci::IsValidTag(r.reference)) {
       return InvalidArgument("invalid tag '" + r.reference + "'");
     }
@@ -112,6 +133,7 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
       *endpoint_on_error = Endpoint::kBlob;  // DIGEST_INVALID
       return InvalidArgument(d.status().message());
     }
+    r.digest = std::move(*d);
   }
   return r;
 }

@@ -12,6 +12,7 @@
 
 #include "base/status.h"
 #include "http/errors.h"
+#include "oci/digest.h"
 
 namespace regcache::http {
 
@@ -32,6 +33,7 @@ struct Route {
   Endpoint endpoint = Endpoint::kOther;
   std::string name;       // repository name as the client sent it (may include an upstream prefix)
   std::string reference;  // tag or digest (manifests), digest (blobs, referrers)
+  oci::Digest digest;     // the reference parsed, when it is a digest
   std::map<std::string, std::string> query;
   std::string raw_query;  // without '?', as received
 };

@@ -62,19 +62,93 @@ struct Outcome {
   bool sent = false;  // a status line went out
 };
 
-bool AcceptsMediaType(const Request& req, const std::string& media_type) {
+bool AcceptsMediaType(const Request& req, std::string_view media_type) {
   bool any_accept = false;
   for (auto it = req.find(bhttp::field::accept);
        it != req.end() && it->name() == bhttp::field::accept; ++it) {
     any_accept = true;
-    for (const auto& part : Split(std::string(it->value()), ',')) {
-      std::string t(Trim(part.substr(0, part.find(';'))));
+    std::string_view rest(it->value().data(), it->value().size());
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      std::string_view part = rest.substr(0, comma);
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      std::string_view t = Trim(part.substr(0, part.find(';')));
       if (t == "*/*" || t == media_type) return true;
-      if (t == "application/*" && StartsWith(media_type, "application/")) return true;
+      if (t == "application/*" && media_type.starts_with("application/")) return true;
     }
   }
   return !any_accept;
 }
+
+// Renders a response's status line and header fields into one block, the way every response
+// leaves this server (one gathered write with the body).
+class HeaderBlockBuilder {
+ public:
+  explicit HeaderBlockBuilder(unsigned status) {
+    out_.reserve(384);
+    out_.append("HTTP/1.1 ").append(std::to_string(status)).push_back(' ');
+    auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+    out_.append(reason.data(), reason.size()).append("\r\n");
+    out_.append("Docker-Distribution-API-Version: registry/2.0\r\n");
+  }
+  // Values may carry what an upstream sent: no CR or LF can end the block early.
+  HeaderBlockBuilder& Add(std::string_view name, std::string_view value, bool quoted = false) {
+    out_.append(name).append(": ");
+    if (quoted) out_.push_back('"');
+    if (value.find('\r') == std::string_view::npos && value.find('\n') == std::string_view::npos) {
+      out_.append(value);
+    } else {
+      for (char c : value) {
+        if (c != '\r' && c != '\n') out_.push_back(c);
+      }
+    }
+    if (quoted) out_.push_back('"');
+    out_.append("\r\n");
+    return *this;
+  }
+  std::string Finish(uint64_t content_length, bool keep_alive) && {
+    out_.append("Content-Length: ").append(std::to_string(content_length)).append("\r\n");
+    if (!keep_alive) out_.append("Connection: close\r\n");
+    out_.append("\r\n");
+    return std::move(out_);
+  }
+
+ private:
+  std::string out_;
+};
+
+// The fields that describe a stored manifest, in the order both the in-memory fast path and
+// ServeManifest send them. `add(name, value, quoted)`.
+template <typename Add>
+void ManifestFields(const cache::CachedManifest& m, Add&& add) {
+  add("Content-Type", m.media_type, false);
+  add("Docker-Content-Digest", m.digest.str(), false);
+  add("ETag", m.digest.str(), true);
+}
+
+template <typename Add>
+void BlobFields(const oci::Digest& digest, Add&& add) {
+  add("Content-Type", "application/octet-stream", false);
+  add("Docker-Content-Digest", digest.str(), false);
+  add("ETag", digest.str(), true);
+  add("Accept-Ranges", "bytes", false);
+}
+
+// Adapts Headers to the field callbacks above.
+auto AppendTo(Headers& headers) {
+  return [&headers](std::string_view name, std::string_view value, bool quoted) {
+    headers.emplace_back(std::string(name), quoted ? "\"" + std::string(value) + "\""
+                                                   : std::string(value));
+  };
+}
+
+// A response rendered in full before it is written: the header block, and the manifest it
+// sends as body (none for HEAD or a blob).
+struct Prepared {
+  std::string block;
+  std::shared_ptr<const cache::CachedManifest> body;
+  bool keep_alive = false;
+};
 
 // Built outside coroutines: GCC 12 miscompiles aggregate initialization from string literals
 // inside co_await expressions ("array used as initializer").
@@ -383,7 +457,13 @@ class ServerImpl : public Server {
       bool keep = false;
       bool failed = false;
       try {
-        keep = co_await Handle(stream, parser.get(), outcome);
+        Prepared fast;
+        if (AnswerFromMemory(parser.get(), &fast, outcome)) {
+          std::string_view body = fast.body ? std::string_view(fast.body->bytes) : "";
+          keep = co_await WriteBlock(stream, std::move(fast.block), body, fast.keep_alive);
+        } else {
+          keep = co_await Handle(stream, parser.get(), outcome);
+        }
       } catch (const std::exception& e) {
         spdlog::error("request {} failed with an exception: {}", std::string(parser.get().target()),
                       e.what());
@@ -494,44 +574,130 @@ class ServerImpl : public Server {
   // the write deadline. The header block is built here rather than by Beast's serializer: the
   // serializer walks each field as several small buffers, which costs more than the rest of a
   // cached-manifest hit.
+  // Not a coroutine: the block moves into WriteBlock's frame; the body is the caller's.
   awaitable<bool> Write(beast::tcp_stream& stream, const Reply& r, bool head, bool keep_alive) {
     const bool keep = keep_alive && !r.close;
     const std::string_view body =
         r.shared ? std::string_view(r.shared->bytes) : std::string_view(r.body);
     const uint64_t length = head ? r.head_length.value_or(body.size()) : body.size();
-    std::string block = HeaderBlock(r.status, r.headers, length, keep);
-    std::array<asio::const_buffer, 2> buffers{
-        asio::buffer(block), head ? asio::const_buffer() : asio::buffer(body.data(), body.size())};
+    return WriteBlock(stream, HeaderBlock(r.status, r.headers, length, keep),
+                      head ? std::string_view() : body, keep);
+  }
+
+  // Writes `block` then `body` (which must outlive the write) and returns whether the connection
+  // can take another request. What the socket takes at once goes without a timer or a
+  // suspension (the usual case for headers and manifests); the rest under the write deadline.
+  awaitable<bool> WriteBlock(beast::tcp_stream& stream, std::string block, std::string_view body,
+                             bool keep_alive) {
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(block),
+                                              asio::buffer(body.data(), body.size())};
+    const size_t total = block.size() + body.size();
+    std::optional<size_t> sent = SendNow(stream.socket().native_handle(), block, body);
+    if (!sent) co_return false;
+    if (*sent == total) co_return keep_alive;
+    beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(buffers);
+    rest.consume(*sent);
     stream.expires_after(options_.write_timeout);
-    auto [ec, n] = co_await asio::async_write(stream, buffers, kTuple);
+    auto [ec, n] = co_await asio::async_write(stream, rest, kTuple);
     stream.expires_never();
-    co_return !ec && keep;
+    co_return !ec && keep_alive;
+  }
+
+  // Sends what the socket accepts without blocking; nullopt if the connection failed.
+  static std::optional<size_t> SendNow(int fd, std::string_view a, std::string_view b) {
+    size_t sent = 0;
+    const size_t total = a.size() + b.size();
+    while (sent < total) {
+      iovec iov[2];
+      int n = 0;
+      if (sent < a.size()) {
+        iov[n++] = {const_cast<char*>(a.data() + sent), a.size() - sent};
+        if (!b.empty()) iov[n++] = {const_cast<char*>(b.data()), b.size()};
+      } else {
+        iov[n++] = {const_cast<char*>(b.data() + (sent - a.size())), total - sent};
+      }
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<size_t>(n);
+      ssize_t w = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        return std::nullopt;
+      }
+      sent += static_cast<size_t>(w);
+    }
+    return sent;
   }
 
   static std::string HeaderBlock(unsigned status, const Headers& headers, uint64_t length,
                                  bool keep) {
-    std::string out;
-    out.reserve(256);
-    out.append("HTTP/1.1 ").append(std::to_string(status)).push_back(' ');
-    auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
-    out.append(reason.data(), reason.size()).append("\r\n");
-    out.append("Docker-Distribution-API-Version: registry/2.0\r\n");
-    for (const auto& [k, v] : headers) {
-      out.append(k).append(": ");
-      // Values may carry what an upstream sent: no CR or LF can end the block early.
-      if (v.find_first_of("\r\n") == std::string::npos) {
-        out.append(v);
-      } else {
-        for (char c : v) {
-          if (c != '\r' && c != '\n') out.push_back(c);
-        }
-      }
-      out.append("\r\n");
+    HeaderBlockBuilder b(status);
+    for (const auto& [k, v] : headers) b.Add(k, v);
+    return std::move(b).Finish(length, keep);
+  }
+
+  Result<UpstreamChoice> Choose(const Route& route) {
+    return ChooseUpstream(
+        route,
+        [this](const std::string& n) {
+          auto* u = upstreams_.Find(n);
+          return u ? u->name() : std::string();
+        },
+        upstreams_.Default()->name(),
+        [this](const std::string& n) {
+          auto* u = upstreams_.Find(n);
+          return u && u->IsDockerHub();
+        });
+  }
+
+  // The warm hits, answered from memory on this thread without a coroutine frame: a manifest by
+  // fresh tag or by digest, and a blob HEAD. Renders the response Handle would send into `p`;
+  // false (nothing done) for anything else, which Handle then answers.
+  bool AnswerFromMemory(const Request& req, Prepared* p, Outcome& out) {
+    const bool head = req.method() == bhttp::verb::head;
+    if (!head && req.method() != bhttp::verb::get) return false;
+    if (req.version() < 11 || !req.keep_alive() || stopping_ || req.has_content_length() ||
+        req.chunked()) {
+      return false;
     }
-    out.append("Content-Length: ").append(std::to_string(length)).append("\r\n");
-    if (!keep) out.append("Connection: close\r\n");
-    out.append("\r\n");
-    return out;
+    Endpoint ep;
+    auto route = ParseTarget(std::string_view(req.target().data(), req.target().size()), &ep);
+    if (!route.ok()) return false;
+    const bool manifest = route->kind == RouteKind::kManifest;
+    if (!manifest && !(head && route->kind == RouteKind::kBlob)) return false;
+    auto choice = Choose(*route);
+    if (!choice.ok()) return false;
+    cache::Upstream* up = upstreams_.Find(choice->upstream);
+    HeaderBlockBuilder b(200);
+    if (!choice->ns.empty()) b.Add("OCI-Namespace", choice->ns);
+    auto add = [&b](std::string_view k, std::string_view v, bool quoted) { b.Add(k, v, quoted); };
+    uint64_t length = 0;
+    if (manifest) {
+      auto lk = cache_.LookupManifest(*up, choice->repository, route->reference, true);
+      if (!lk.ok() || lk->state != cache::LookupState::kHit) return false;
+      const auto& m = lk->response.manifest;
+      if (!AcceptsMediaType(req, m->media_type)) return false;
+      ManifestFields(*m, add);
+      length = m->bytes.size();
+      if (!head) p->body = m;
+      metrics_.Request("manifest", "hit");
+      metrics_.bytes_served += head ? 0 : length;
+    } else {
+      auto lk = cache_.LookupBlob(*up, choice->repository, route->digest, true, true);
+      if (!lk.ok() || lk->state != cache::LookupState::kHit) return false;
+      BlobFields(route->digest, add);
+      length = lk->size;
+      metrics_.Request("blob", "hit");
+    }
+    p->keep_alive = true;
+    p->block = std::move(b).Finish(length, true);
+    out.status = 200;
+    out.sent = true;
+    out.cache = "hit";
+    out.upstream = up->name();
+    out.bytes = p->body ? length : 0;
+    return true;
   }
 
   awaitable<bool> Handle(beast::tcp_stream& stream, Request& req, Outcome& out) {
@@ -592,17 +758,7 @@ class ServerImpl : public Server {
       }
     }
 
-    auto choice = ChooseUpstream(
-        *route,
-        [this](const std::string& n) {
-          auto* u = upstreams_.Find(n);
-          return u ? u->name() : std::string();
-        },
-        upstreams_.Default()->name(),
-        [this](const std::string& n) {
-          auto* u = upstreams_.Find(n);
-          return u && u->IsDockerHub();
-        });
+    auto choice = Choose(*route);
     if (!choice.ok()) {
       {
         Reply reply = Error(choice.status(), Endpoint::kOther);
@@ -781,9 +937,7 @@ class ServerImpl : public Server {
     }
     Reply r;
     r.headers = common;
-    r.headers.push_back({"Content-Type", m.manifest->media_type});
-    r.headers.push_back({"Docker-Content-Digest", m.digest.str()});
-    r.headers.push_back({"ETag", "\"" + m.digest.str() + "\""});
+    ManifestFields(*m.manifest, AppendTo(r.headers));
     if (!m.warning.empty()) r.headers.push_back({"Warning", m.warning});
     r.shared = m.manifest;
     metrics_.bytes_served += head ? 0 : m.manifest->bytes.size();
@@ -981,10 +1135,7 @@ class ServerImpl : public Server {
     }
 
     Headers headers = common;
-    headers.push_back({"Content-Type", "application/octet-stream"});
-    headers.push_back({"Docker-Content-Digest", digest.str()});
-    headers.push_back({"ETag", "\"" + digest.str() + "\""});
-    headers.push_back({"Accept-Ranges", "bytes"});
+    BlobFields(digest, AppendTo(headers));
     unsigned status = 200;
     if (range.kind == ByteRange::kPartial) {
       status = 206;

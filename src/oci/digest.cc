@@ -48,17 +48,13 @@ Result<Digest> Digest::Parse(std::string_view text) {
     return InvalidArgument("digest '" + std::string(text) + "' needs " + std::to_string(want) +
                            " lowercase hex characters after '" + std::string(algo) + ":'");
   }
-  return Digest(a, std::string(hex));
+  return Digest(a, std::string(text));
 }
 
 Digest Digest::Of(std::string_view bytes, DigestAlgorithm algo) {
   DigestHasher h(algo);
   h.Update(bytes.data(), bytes.size());
   return h.Finish();
-}
-
-std::string Digest::str() const {
-  return std::string(algo_ == DigestAlgorithm::kSha256 ? "sha256:" : "sha512:") + hex_;
 }
 
 struct DigestHasher::Impl {

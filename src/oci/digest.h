@@ -23,17 +23,18 @@ class Digest {
   static Digest Of(std::string_view bytes, DigestAlgorithm algo = DigestAlgorithm::kSha256);
 
   DigestAlgorithm algorithm() const { return algo_; }
-  const std::string& hex() const { return hex_; }
-  std::string str() const;
-  bool empty() const { return hex_.empty(); }
+  std::string_view hex() const { return std::string_view(text_).substr(text_.find(':') + 1); }
+  // "algo:hex"; kept whole because every response header and index key wants it so.
+  const std::string& str() const { return text_; }
+  bool empty() const { return text_.empty(); }
 
   bool operator==(const Digest& other) const = default;
   bool operator<(const Digest& other) const { return str() < other.str(); }
 
  private:
-  Digest(DigestAlgorithm algo, std::string hex) : algo_(algo), hex_(std::move(hex)) {}
+  Digest(DigestAlgorithm algo, std::string text) : algo_(algo), text_(std::move(text)) {}
   DigestAlgorithm algo_ = DigestAlgorithm::kSha256;
-  std::string hex_;
+  std::string text_;
 };
 
 // Incremental hasher: feed bytes as they stream past, then compare with Matches().

@@ -58,10 +58,7 @@ bool IsDockerHubAlias(std::string_view host) {
 
 bool IsValidRepository(std::string_view repository) {
   if (repository.empty() || repository.size() > kMaxNameLength) return false;
-  for (const auto& part : Split(repository, '/')) {
-    if (!IsValidPathComponent(part)) return false;
-  }
-  return true;
+  return AllParts(repository, '/', [](std::string_view part) { return IsValidPathComponent(part); });
 }
 
 bool IsValidTag(std::string_view tag) {
@@ -97,8 +94,8 @@ bool IsValidRegistryHost(std::string_view host) {
     port = host.substr(colon + 1);
     if (port.empty() || !ParseUint(port) || *ParseUint(port) > 65535) return false;
   }
-  for (const auto& part : Split(name, '.')) {
-    if (!IsValidDomainComponent(part)) return false;
+  if (!AllParts(name, '.', [](std::string_view part) { return IsValidDomainComponent(part); })) {
+    return false;
   }
   return true;
 }

@@ -109,7 +109,9 @@ Status FsBlobStore::Init() {
 
 std::string FsBlobStore::PathFor(const oci::Digest& d) const {
   const char* algo = d.algorithm() == oci::DigestAlgorithm::kSha256 ? "sha256" : "sha512";
-  return root_ + "/blobs/" + algo + "/" + d.hex().substr(0, 2) + "/" + d.hex();
+  std::string path = root_ + "/blobs/" + algo + "/";
+  path.append(d.hex().substr(0, 2)).push_back('/');
+  return path.append(d.hex());
 }
 
 Result<std::optional<uint64_t>> FsBlobStore::Stat(const oci::Digest& digest) {
@@ -154,8 +156,9 @@ Result<std::string> FsBlobStore::ReadAll(const oci::Digest& digest, size_t max_b
 }
 
 Result<std::unique_ptr<BlobWriter>> FsBlobStore::Ingest(const oci::Digest& digest) {
-  std::string temp = root_ + "/tmp/" + digest.hex().substr(0, 16) + "." +
-                     std::to_string(::getpid()) + "." + std::to_string(temp_counter_++);
+  std::string temp = root_ + "/tmp/";
+  temp.append(digest.hex().substr(0, 16))
+      .append("." + std::to_string(::getpid()) + "." + std::to_string(temp_counter_++));
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("create " + temp);
   return std::unique_ptr<BlobWriter>(new FsBlobWriter(fd, temp, PathFor(digest)));
