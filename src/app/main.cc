@@ -305,6 +305,10 @@ int main(int argc, char** argv) {
   serve->add_option("--tag-ttl", serve_ttl,
                     "how long a tag is served without asking upstream (e.g. 5m)");
   serve->add_flag("--no-access-log", no_access_log, "do not log every request");
+  std::string serve_backing;
+  serve->add_option("--backing", serve_backing,
+                    "shared backing registry and prefix, e.g. https://123456789012.dkr.ecr."
+                    "eu-west-1.amazonaws.com/cache (see docs/serve.md)");
   std::string serve_max_size;
   serve->add_option("--max-size", serve_max_size,
                     "cap on stored blobs: 20GiB, 500MiB, or 80% of the file system (default 80%)");
@@ -355,6 +359,11 @@ int main(int argc, char** argv) {
     if (!serve_max_size.empty()) {
       auto s = regcache::cache::ParseStorageSize(serve_max_size, &serve_config.storage);
       if (!s.ok()) return ReportFailure(s.WithContext("--max-size"));
+    }
+    if (!serve_backing.empty()) {
+      auto b = ParseBackingUrl(serve_backing);
+      if (!b.ok()) return ReportFailure(b.status().WithContext("--backing"));
+      serve_config.backing = std::move(*b);
     }
     return RunServe(serve_config);
   }

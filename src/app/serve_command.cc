@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -41,6 +42,28 @@ int RunServe(const ServeConfig& config) {
     return ReportFailure(s);
   }
   cache.AttachStorage(&ledger, &evictor);
+  std::unique_ptr<cache::Backing> backing;
+  auto backing_cancel = std::make_shared<std::atomic<bool>>(false);
+  if (config.backing) {
+    auto credentials = std::make_shared<upstream::CredentialResolver>("");
+    auto reader = cache::NewServeClient(config.backing->registry, credentials, config.policy,
+                                        &metrics, backing_cancel, false);
+    auto writer = cache::NewServeClient(config.backing->registry, credentials, config.policy,
+                                        &metrics, backing_cancel, true);
+    if (!reader.ok() || !writer.ok()) {
+      (*upstreams)->Shutdown();
+      return ReportFailure((reader.ok() ? writer.status() : reader.status()).WithContext("backing"));
+    }
+    backing = std::make_unique<cache::Backing>(std::move(*reader), std::move(*writer),
+                                               config.backing->options, **meta, **blobs, metrics);
+    if (Status s = backing->Start(); !s.ok()) {
+      (*upstreams)->Shutdown();
+      return ReportFailure(s.WithContext("backing"));
+    }
+    cache.AttachBacking(backing.get());
+    // Fills reading from the backing registry run on upstream threads: abort them with the rest.
+    (*upstreams)->OnShutdown([backing_cancel] { backing_cancel->store(true); });
+  }
   auto server = http::CreateServer(config.server, cache, **upstreams, metrics);
   if (!server.ok()) {
     (*upstreams)->Shutdown();
@@ -63,9 +86,12 @@ int RunServe(const ServeConfig& config) {
     names += (names.empty() ? "" : ", ") + u->name() +
              (u == (*upstreams)->Default() ? " (default)" : "");
   }
-  spdlog::info("regcache serve listening on {}:{}, data in {} (cap {}), upstreams: {}",
+  spdlog::info("regcache serve listening on {}:{}, data in {} (cap {}), upstreams: {}{}",
                config.server.host, (*server)->port(), config.data_dir,
-               HumanBytes(evictor.cap_bytes()), names);
+               HumanBytes(evictor.cap_bytes()), names,
+               backing ? ", backing " + config.backing->registry.url + "/" +
+                             config.backing->options.prefix
+                       : std::string());
   (*server)->Run();  // returns with all upstream work cancelled and drained
   {
     std::lock_guard<std::mutex> lock(flush_mu);
@@ -74,6 +100,10 @@ int RunServe(const ServeConfig& config) {
   flush_cv.notify_all();
   flusher.join();
   cache.FlushAccess();
+  if (backing) {
+    backing_cancel->store(true);
+    backing->Shutdown();  // queued copies stay recorded; the next start resumes them
+  }
   server->reset();
   evictor.Stop();
   spdlog::info("stopped");

@@ -4,6 +4,7 @@
 
 #include "base/strings.h"
 #include "copy/yaml_config.h"
+#include "oci/reference.h"
 
 namespace regcache::app {
 namespace {
@@ -59,6 +60,34 @@ Status LoadPolicy(const YAML::Node& root, ServeConfig* c) {
   return Status::Ok();
 }
 
+// backing: "URL/PREFIX", or a mapping with url (and optionally prefix, credentials, TLS and copy
+// settings).
+Status LoadBacking(const YAML::Node& n, ServeConfig* c) {
+  if (n.IsScalar()) {
+    RC_ASSIGN_OR_RETURN(c->backing, ParseBackingUrl(n.as<std::string>()));
+    return Status::Ok();
+  }
+  if (!n.IsMap()) return InvalidArgument("backing must be a URL or a mapping");
+  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n,
+                                         {"url", "prefix", "username", "password", "password_env",
+                                          "insecure", "ca_file", "upload_threads", "max_queue"},
+                                         "backing"));
+  if (!n["url"]) return InvalidArgument("backing needs 'url'");
+  RC_ASSIGN_OR_RETURN(BackingConfig b, ParseBackingUrl(n["url"].as<std::string>()));
+  if (n["prefix"]) b.options.prefix = n["prefix"].as<std::string>();
+  RC_ASSIGN_OR_RETURN(b.registry.credentials, copy::CredentialsFromYaml(n, "backing"));
+  if (n["insecure"]) b.registry.insecure = n["insecure"].as<bool>();
+  if (n["ca_file"]) b.registry.ca_file = n["ca_file"].as<std::string>();
+  if (n["upload_threads"]) b.options.threads = n["upload_threads"].as<int>();
+  if (n["max_queue"]) b.options.max_queue = n["max_queue"].as<size_t>();
+  if (b.options.threads < 1 || b.options.threads > 64) {
+    return InvalidArgument("backing.upload_threads must be between 1 and 64");
+  }
+  if (b.options.max_queue < 1) return InvalidArgument("backing.max_queue must be at least 1");
+  c->backing = std::move(b);
+  return Status::Ok();
+}
+
 Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (!root.IsMap()) return InvalidArgument("serve config must be a YAML mapping");
   RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
@@ -67,7 +96,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
        "fill_threads", "shutdown_grace", "idle_timeout", "access_log", "log_level",
        "upstream_timeout", "upstream_concurrency", "upstream_queue", "fill_queue",
        "revalidate_wait", "negative_ttl", "breaker_failures", "breaker_open", "write_timeout",
-       "max_connections", "fill_start_timeout", "max_size", "metadata_retention"},
+       "max_connections", "fill_start_timeout", "max_size", "metadata_retention", "backing"},
       "serve config"));
   if (root["listen"]) RC_RETURN_IF_ERROR(ParseListen(root["listen"].as<std::string>(), &c->server));
   if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
@@ -123,6 +152,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
       c->default_upstream = c->upstreams[0].name;
   }
   if (root["default_upstream"]) c->default_upstream = root["default_upstream"].as<std::string>();
+  if (auto b = root["backing"]) RC_RETURN_IF_ERROR(LoadBacking(b, c));
   return Status::Ok();
 }
 
@@ -148,6 +178,30 @@ Status LoadServeConfig(const std::string& yaml_text, ServeConfig* config) {
   } catch (const YAML::Exception& e) {
     return InvalidArgument(std::string("serve config: ") + e.what());
   }
+}
+
+Result<BackingConfig> ParseBackingUrl(const std::string& text) {
+  const bool http = StartsWith(text, "http://");
+  if (!http && !StartsWith(text, "https://")) {
+    return InvalidArgument("backing URL '" + text +
+                           "' must start with https:// or http:// (e.g. https://host/cache)");
+  }
+  const size_t host_at = http ? 7 : 8;
+  const size_t slash = text.find('/', host_at);
+  BackingConfig b;
+  b.registry.name = "backing";
+  b.registry.url = text.substr(0, slash);
+  std::string prefix = slash == std::string::npos ? "" : text.substr(slash + 1);
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  if (!prefix.empty() && !oci::IsValidRepository(prefix)) {
+    return InvalidArgument("backing URL '" + text + "': '" + prefix +
+                           "' is not a valid repository prefix");
+  }
+  b.options.prefix = prefix;
+  if (!oci::IsValidRegistryHost(b.registry.url.substr(host_at))) {
+    return InvalidArgument("backing URL '" + text + "': invalid host");
+  }
+  return b;
 }
 
 Result<cache::UpstreamConfig> ParseUpstreamFlag(const std::string& text) {

@@ -1,16 +1,24 @@
 // Configuration of `regcache serve`: a YAML file (--config) and/or flags. See docs/serve.md.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "cache/backing.h"
 #include "cache/evictor.h"
 #include "cache/pull_through.h"
 #include "cache/upstream_set.h"
 #include "http/server.h"
 
 namespace regcache::app {
+
+// The backing registry (shared second tier): how to reach it, and how to copy to it.
+struct BackingConfig {
+  cache::UpstreamConfig registry;  // name "backing"; url without the prefix; credentials, TLS
+  cache::BackingOptions options;   // prefix, copy threads, queue bound
+};
 
 struct ServeConfig {
   http::ServerOptions server;
@@ -20,6 +28,7 @@ struct ServeConfig {
   cache::UpstreamPolicy policy;   // per-upstream threads, deadlines, breaker
   cache::CacheOptions cache;      // negative caching, revalidation back-off
   cache::StorageLimits storage;   // size cap, watermarks, metadata retention
+  std::optional<BackingConfig> backing;
   std::string log_level = "info";
 };
 
@@ -28,6 +37,10 @@ Status ParseListen(const std::string& text, http::ServerOptions* out);
 
 // Applies a YAML document over `config`. Unknown keys are errors; messages name the key.
 Status LoadServeConfig(const std::string& yaml_text, ServeConfig* config);
+
+// Parses "https://HOST[:PORT]/PREFIX" for --backing (and backing.url): the registry's URL and
+// the repository prefix in it (may be empty).
+Result<BackingConfig> ParseBackingUrl(const std::string& text);
 
 // Parses "NAME=URL" for --upstream.
 Result<cache::UpstreamConfig> ParseUpstreamFlag(const std::string& text);

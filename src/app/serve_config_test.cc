@@ -99,5 +99,43 @@ fill_start_timeout: 20s
   EXPECT_FALSE(LoadServeConfig("revalidate_wait: 99999999999999999999ms", &bad).ok());
 }
 
+TEST(ServeConfigTest, BackingRegistryAsUrlOrMapping) {
+  auto b = ParseBackingUrl("https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/cache/");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->registry.url, "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+  EXPECT_EQ(b->options.prefix, "cache");
+  b = ParseBackingUrl("http://127.0.0.1:5001");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->options.prefix, "");
+  EXPECT_FALSE(ParseBackingUrl("registry.example.com/cache").ok());  // no scheme
+  EXPECT_FALSE(ParseBackingUrl("https://host/Bad_Prefix/").ok());
+  EXPECT_FALSE(ParseBackingUrl("https:///cache").ok());
+
+  ServeConfig c;
+  ASSERT_TRUE(LoadServeConfig("backing: http://127.0.0.1:5001/team/cache", &c).ok());
+  ASSERT_TRUE(c.backing.has_value());
+  EXPECT_EQ(c.backing->options.prefix, "team/cache");
+  ServeConfig m;
+  Status s = LoadServeConfig(R"(
+backing:
+  url: https://harbor.example.com
+  prefix: mirror
+  username: robot
+  password: secret
+  upload_threads: 4
+  max_queue: 500
+)",
+                             &m);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(m.backing->options.prefix, "mirror");
+  EXPECT_EQ(m.backing->options.threads, 4);
+  EXPECT_EQ(m.backing->options.max_queue, 500u);
+  ASSERT_TRUE(m.backing->registry.credentials.has_value());
+  ServeConfig bad;
+  EXPECT_FALSE(LoadServeConfig("backing: {prefix: x}", &bad).ok());
+  EXPECT_FALSE(LoadServeConfig("backing: {url: 'https://h', upload_threads: 0}", &bad).ok());
+  EXPECT_FALSE(LoadServeConfig("backing: {url: 'https://h', colour: red}", &bad).ok());
+}
+
 }  // namespace
 }  // namespace regcache::app

@@ -31,6 +31,17 @@ constexpr Help kHelp[] = {
     {"regcache_evicted_bytes_total", "counter", "Bytes evicted, by reason."},
     {"regcache_metadata_expired_total", "counter",
      "Tag and link records removed by retention."},
+    {"regcache_backing_requests_total", "counter",
+     "Reads from the backing registry by kind and result (hit, miss, error)."},
+    {"regcache_backing_queue", "gauge", "Copies to the backing registry queued or running."},
+    {"regcache_backing_uploaded_blobs_total", "counter", "Blobs uploaded to the backing registry."},
+    {"regcache_backing_uploaded_bytes_total", "counter", "Bytes uploaded to the backing registry."},
+    {"regcache_backing_mounted_blobs_total", "counter",
+     "Blobs linked into a backing repository by cross-repository mount (no bytes sent)."},
+    {"regcache_backing_pushed_manifests_total", "counter",
+     "Manifests pushed to the backing registry, by digest or under a tag."},
+    {"regcache_backing_failures_total", "counter",
+     "Backing copies that failed (retried) or were given up, by reason."},
     {"regcache_revalidations_total", "counter",
      "Background tag revalidations by outcome (same, moved, gone, failed)."},
 };
@@ -40,7 +51,7 @@ constexpr Help kHelp[] = {
 namespace {
 constexpr const char* kRequestKinds[] = {"manifest", "blob"};
 constexpr const char* kRequestResults[] = {"hit",       "miss",     "stale", "revalidated",
-                                           "coalesced", "negative", "error"};
+                                           "coalesced", "negative", "error", "backing"};
 int IndexOf(const std::string& value, const char* const* names, int n) {
   for (int i = 0; i < n; ++i) {
     if (value == names[i]) return i;
@@ -112,11 +123,16 @@ std::string Metrics::Render() {
   for (const auto& h : kHelp) {
     out << "# HELP " << h.name << " " << h.text << "\n# TYPE " << h.name << " " << h.type
         << "\n";
+    auto series = [&out](const std::string& name, const std::string& labels, auto v) {
+      out << name;
+      if (!labels.empty()) out << "{" << labels << "}";
+      out << " " << v << "\n";
+    };
     for (const auto& [key, v] : counters_) {
-      if (key.first == h.name) out << key.first << "{" << key.second << "} " << v << "\n";
+      if (key.first == h.name) series(key.first, key.second, v);
     }
     for (const auto& [key, v] : gauges_) {
-      if (key.first == h.name) out << key.first << "{" << key.second << "} " << v << "\n";
+      if (key.first == h.name) series(key.first, key.second, v);
     }
   }
   // Unlabelled series: name, type, help, value.

@@ -12,7 +12,8 @@ namespace regcache::cache {
 
 class Metrics {
  public:
-  // requests{kind="manifest|blob", result="hit|miss|stale|revalidated|coalesced|negative|error"}
+  // requests{kind="manifest|blob",
+  //          result="hit|miss|stale|revalidated|coalesced|negative|error|backing"}
   // Lock-free for these kinds and results: it runs on every hit.
   void Request(const std::string& kind, const std::string& result);
   // upstream_requests{upstream, method, status}
@@ -43,7 +44,7 @@ class Metrics {
   std::map<std::pair<std::string, std::string>, uint64_t> counters_;  // (name, labels) -> value
   std::map<std::string, int64_t> ratelimit_;
   std::map<std::pair<std::string, std::string>, int64_t> gauges_;
-  static constexpr int kKinds = 2, kResults = 7;
+  static constexpr int kKinds = 2, kResults = 8;
   std::atomic<uint64_t> requests_[kKinds][kResults] = {};
 };
 

@@ -121,7 +121,8 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::LoadManifest(
 }
 
 Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
-    Upstream& up, const std::string& repo, const upstream::FetchedManifest& m) {
+    Upstream& up, const std::string& repo, const upstream::FetchedManifest& m,
+    bool from_backing) {
   auto parsed = oci::ParseManifest(m.bytes, m.info.media_type);
   if (!parsed.ok()) return parsed.status().WithContext("upstream manifest " + m.info.digest.str());
   // Served with the Content-Type it arrived with, when that names a manifest type.
@@ -155,7 +156,17 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
     }
     return Status::Ok();
   };
-  NoteDurableFailure(durable(), "storing manifest " + m.info.digest.str());
+  Status stored = durable();
+  NoteDurableFailure(stored, "storing manifest " + m.info.digest.str());
+  if (backing_) {
+    const std::string target = BackingRepository(up, repo);
+    if (from_backing) {
+      backing_->NotePresent(target, m.info.digest);
+    } else if (stored.ok()) {
+      // Copied from the local store later: only what was stored durably can be.
+      backing_->Put({metadata::ContentKind::kManifest, target, m.info.digest, ""});
+    }
+  }
   return std::shared_ptr<const CachedManifest>(cached);
 }
 
@@ -166,9 +177,13 @@ void PullThroughCache::NoteDurableFailure(const Status& s, const std::string& wh
 }
 
 Status PullThroughCache::PutTag(Upstream& up, const std::string& repo, const std::string& tag,
-                                const metadata::TagRecord& record) {
+                                const metadata::TagRecord& record, bool to_backing) {
   hot_.PutTag(HotIndex::Key(up.name(), repo, tag), record);
   NoteDurableFailure(meta_.PutTag(up.name(), repo, tag, record), "storing tag " + tag);
+  if (backing_ && to_backing) {
+    backing_->Put({metadata::ContentKind::kManifest, BackingRepository(up, repo), record.digest,
+                   tag});
+  }
   return Status::Ok();
 }
 
@@ -319,9 +334,10 @@ Status PullThroughCache::RevalidateNow(Upstream& up, const std::string& repo,
   }
   // The tag moved: fetch the new manifest by the digest the HEAD reported.
   metrics_.Count("regcache_revalidations_total", labels + "\"moved\"");
-  auto fetched = up.Guarded([&] { return up.client().GetManifest(repo, info->digest.str()); });
+  bool from_backing = false;
+  auto fetched = GetManifestByDigest(up, repo, info->digest, &from_backing);
   if (!fetched.ok()) return fetched.status();
-  RC_ASSIGN_OR_RETURN(auto m, StoreManifest(up, repo, *fetched));
+  RC_ASSIGN_OR_RETURN(auto m, StoreManifest(up, repo, *fetched, from_backing));
   return PutTag(
       up, repo, tag,
       metadata::TagRecord{fetched->info.digest, m->media_type, m->bytes.size(), now, now});
@@ -360,6 +376,16 @@ Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up, const
   out.result = "miss";
   if (reference.find(':') != std::string::npos) {
     RC_ASSIGN_OR_RETURN(oci::Digest d, oci::Digest::Parse(reference));
+    if (backing_) {
+      // The backing registry holding it in this repository is as good as upstream's word.
+      auto b = backing_->GetManifest(BackingRepository(up, repo), reference);
+      if (b.ok()) {
+        RC_ASSIGN_OR_RETURN(out.manifest, StoreManifest(up, repo, *b, true));
+        out.digest = d;
+        out.result = "backing";
+        return out;
+      }
+    }
     RC_ASSIGN_OR_RETURN(auto stored, LoadManifest(d));
     if (stored) {
       // Stored through another repository: serve it here only once upstream confirms.
@@ -380,6 +406,7 @@ Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up, const
     out.digest = d;
     return out;
   }
+  if (backing_) return FetchTagWithBacking(up, repo, reference);
   auto fetched = up.Guarded([&] { return client.GetManifest(repo, reference); });
   if (!fetched.ok()) return missing(fetched.status());
   RC_ASSIGN_OR_RETURN(out.manifest, StoreManifest(up, repo, *fetched));
@@ -389,6 +416,78 @@ Result<ManifestResponse> PullThroughCache::FetchManifestOnce(Upstream& up, const
                             metadata::TagRecord{out.digest, out.manifest->media_type,
                                                 out.manifest->bytes.size(), now, now}));
   NoteAccess(key, name, repo, reference);
+  return out;
+}
+
+Result<upstream::FetchedManifest> PullThroughCache::GetManifestByDigest(Upstream& up,
+                                                                        const std::string& repo,
+                                                                        const oci::Digest& digest,
+                                                                        bool* from_backing) {
+  *from_backing = false;
+  if (backing_) {
+    auto b = backing_->GetManifest(BackingRepository(up, repo), digest.str());
+    if (b.ok()) {
+      *from_backing = true;
+      return b;
+    }
+  }
+  return up.Guarded([&] { return up.client().GetManifest(repo, digest.str()); });
+}
+
+Result<ManifestResponse> PullThroughCache::FetchTagWithBacking(Upstream& up,
+                                                               const std::string& repo,
+                                                               const std::string& tag) {
+  const std::string key = HotIndex::Key(up.name(), repo, tag);
+  const int64_t now = NowSeconds();
+  ManifestResponse out;
+  out.result = "miss";
+  // A HEAD costs no Docker Hub pull; the bytes then come from wherever is cheapest.
+  auto info = up.Guarded([&] { return up.client().HeadManifest(repo, tag); });
+  if (info.ok()) {
+    RC_ASSIGN_OR_RETURN(auto stored, LoadManifest(info->digest));
+    bool from_backing = false;
+    if (stored) {
+      // Cached through another repository (or tag): upstream's HEAD just vouched for it here.
+      NoteDurableFailure(meta_.Link(up.name(), repo, info->digest,
+                                    metadata::ContentKind::kManifest, stored->bytes.size()),
+                         "linking " + info->digest.str());
+      hot_.PutLink(HotIndex::Key(up.name(), repo, info->digest.str()), stored->bytes.size());
+      out.manifest = std::move(stored);
+      out.result = "hit";
+    } else {
+      auto fetched = GetManifestByDigest(up, repo, info->digest, &from_backing);
+      if (!fetched.ok()) {
+        if (fetched.status().code() == Code::kNotFound) RememberMissing(key);
+        return fetched.status();
+      }
+      RC_ASSIGN_OR_RETURN(out.manifest, StoreManifest(up, repo, *fetched, from_backing));
+      if (from_backing) out.result = "backing";
+    }
+    out.digest = info->digest;
+    RC_RETURN_IF_ERROR(PutTag(up, repo, tag,
+                              metadata::TagRecord{out.digest, out.manifest->media_type,
+                                                  out.manifest->bytes.size(), now, now}));
+    NoteAccess(key, up.name(), repo, tag);
+    return out;
+  }
+  if (info.status().code() == Code::kNotFound) {
+    RememberMissing(key);
+    return info.status();
+  }
+  // Upstream down or rate-limited: what the fleet last stored under this tag, served stale.
+  auto b = backing_->GetManifest(BackingRepository(up, repo), tag);
+  if (!b.ok()) return info.status();
+  RC_ASSIGN_OR_RETURN(out.manifest, StoreManifest(up, repo, *b, true));
+  out.digest = b->info.digest;
+  out.result = "stale";
+  out.warning = "110 regcache \"Response is stale: upstream unavailable, served from the backing "
+                "registry\"";
+  // Never confirmed by the upstream: stale at once, so the next requests revalidate it.
+  RC_RETURN_IF_ERROR(PutTag(up, repo, tag,
+                            metadata::TagRecord{out.digest, out.manifest->media_type,
+                                                out.manifest->bytes.size(), now, 0},
+                            false));
+  NoteAccess(key, up.name(), repo, tag);
   return out;
 }
 
@@ -438,6 +537,11 @@ Result<uint64_t> PullThroughCache::ConfirmBlob(Upstream& up, const std::string& 
     return NotFound("blob unknown to upstream " + up.name() + " (remembered)");
   }
   auto size = up.Guarded([&] { return up.client().StatBlob(repo, digest); });
+  if (!size.ok() && size.status().code() != Code::kNotFound && backing_) {
+    // Upstream cannot say; the backing registry holding it in this repository can.
+    auto b = backing_->StatBlob(BackingRepository(up, repo), digest);
+    if (b.ok() && b->has_value()) size = b;
+  }
   if (!size.ok()) return size.status();
   if (!*size) {
     RememberMissing(key);
@@ -458,7 +562,8 @@ Result<int> PullThroughCache::OpenCommitted(const oci::Digest& digest) {
 
 Result<BlobStart> PullThroughCache::StartFill(Upstream& up, const std::string& repo,
                                               const oci::Digest& digest) {
-  RC_RETURN_IF_ERROR(up.breaker().Check());
+  // With a backing registry a fill may not need the upstream at all.
+  if (!backing_) RC_RETURN_IF_ERROR(up.breaker().Check());
   // Fills are shared per upstream and digest: the bytes are verified against the digest, so any
   // repository of that upstream yields the same blob, and the size is upstream's own answer.
   const std::string key = up.name() + "|" + digest.str();
@@ -520,10 +625,8 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
     if (it != fills_.end() && it->second == fill) fills_.erase(it);
     listed = false;
   };
-  Status s = up.Guarded([&] {
-    return up.client().FetchBlob(
-        fill->repo(), digest,
-        [&](uint64_t n) -> Status {
+  bool from_backing = false;
+  auto on_size = [&](uint64_t n) -> Status {
           if (n > kMaxBlobBytes) return Unavailable("upstream announced an absurd blob size");
           size = n;
           if (evictor_) {
@@ -546,9 +649,9 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
           }
           fill->Start(n);
           return Status::Ok();
-        },
-        [&](const char* data, size_t n) -> Status {
-          metrics_.bytes_fetched += n;
+  };
+  auto sink = [&](const char* data, size_t n) -> Status {
+          if (!from_backing) metrics_.bytes_fetched += n;
           if (memory) {
             RC_RETURN_IF_ERROR(fill->WriteMemory(data, n, kPassThroughStall));
             // Once the window has moved on, a newcomer could not start from byte 0.
@@ -558,14 +661,34 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
           RC_RETURN_IF_ERROR(writer->Write(data, n));
           fill->Progress(writer->written());
           return Status::Ok();
-        });
-  });
+  };
+  Status s = NotFound("no backing registry");
+  if (backing_) {
+    // The backing registry first: a blob any node fetched costs no upstream request. Only a
+    // failure before the first byte moves on to the upstream.
+    bool started = false;
+    from_backing = true;
+    s = backing_->FetchBlob(
+        BackingRepository(up, fill->repo()), digest,
+        [&](uint64_t n) {
+          started = true;
+          return on_size(n);
+        },
+        sink);
+    if (!s.ok() && !started) from_backing = false;
+  }
+  if (!from_backing) {
+    s = up.Guarded([&] { return up.client().FetchBlob(fill->repo(), digest, on_size, sink); });
+  }
   if (storage::IsNoSpace(s) && evictor_) evictor_->NoSpace();
   if (s.ok() && !memory) {
     s = writer->Commit(size);
     if (storage::IsNoSpace(s) && evictor_) evictor_->NoSpace();
     if (s.ok() && ledger_) ledger_->Added(digest, size, false);
     if (s.ok() && evictor_) evictor_->Stored();
+    if (s.ok() && backing_ && !from_backing) {
+      backing_->Put({metadata::ContentKind::kBlob, BackingRepository(up, fill->repo()), digest, ""});
+    }
   } else if (!memory) {
     writer->Abort();
   }

@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "base/status.h"
+#include "cache/backing.h"
 #include "cache/fill.h"
 #include "cache/evictor.h"
 #include "cache/flight.h"
@@ -96,6 +97,11 @@ class PullThroughCache {
     ledger_ = ledger;
     evictor_ = evictor;
   }
+  // The shared second tier: read before the upstream (content by digest costs no upstream
+  // request; a tag falls back to it while the upstream fails), and fed in the background with
+  // what this node fetched from upstreams. Without it, only the local store and upstreams.
+  void AttachBacking(Backing* backing) { backing_ = backing; }
+
   // Empty when storage is healthy; otherwise why not (for /readyz).
   std::string StorageDegraded() { return evictor_ ? evictor_->Degraded() : std::string(); }
 
@@ -153,14 +159,29 @@ class PullThroughCache {
   };
 
   Result<std::shared_ptr<const CachedManifest>> LoadManifest(const oci::Digest& digest);
+  // `from_backing`: read from the backing registry, so not copied back there.
   Result<std::shared_ptr<const CachedManifest>> StoreManifest(
-      Upstream& up, const std::string& repo, const upstream::FetchedManifest& m);
+      Upstream& up, const std::string& repo, const upstream::FetchedManifest& m,
+      bool from_backing = false);
+  // With a backing registry: a cold tag resolved by an upstream HEAD, its manifest from the local
+  // store, the backing registry or (last) the upstream; the backing's tag when upstream fails.
+  Result<ManifestResponse> FetchTagWithBacking(Upstream& up, const std::string& repo,
+                                               const std::string& tag);
+  // A manifest by digest for `repo`: from the backing registry if it has it there, else a GET
+  // from the upstream.
+  Result<upstream::FetchedManifest> GetManifestByDigest(Upstream& up, const std::string& repo,
+                                                        const oci::Digest& digest,
+                                                        bool* from_backing);
+  std::string BackingRepository(Upstream& up, const std::string& repo) {
+    return backing_->Repository(up.client().registry(), repo);
+  }
   Result<ManifestResponse> FetchManifestOnce(Upstream& up, const std::string& repo,
                                              const std::string& reference);
   Status RevalidateNow(Upstream& up, const std::string& repo, const std::string& tag);
-  // Records the tag in memory and (best effort) in the metadata store.
+  // Records the tag in memory and (best effort) in the metadata store, and queues it for the
+  // backing registry unless `to_backing` is false (it came from there).
   Status PutTag(Upstream& up, const std::string& repo, const std::string& tag,
-                const metadata::TagRecord& record);
+                const metadata::TagRecord& record, bool to_backing = true);
   // A durable write failed (disk full, database error): logged, storage reported degraded; the
   // caller goes on serving from memory.
   void NoteDurableFailure(const Status& s, const std::string& what);
@@ -179,6 +200,7 @@ class PullThroughCache {
   HotIndex hot_;
   BlobLedger* ledger_ = nullptr;
   Evictor* evictor_ = nullptr;
+  Backing* backing_ = nullptr;
   SingleFlight<Result<ManifestResponse>> manifest_fetches_;
 
   std::mutex fills_mu_;

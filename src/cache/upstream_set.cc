@@ -46,6 +46,52 @@ std::chrono::seconds Upstream::TtlFor(const std::string& repo) const {
   return config_.tag_ttl;
 }
 
+Result<std::unique_ptr<upstream::RegistryClient>> NewServeClient(
+    const UpstreamConfig& c, const std::shared_ptr<upstream::CredentialResolver>& credentials,
+    const UpstreamPolicy& policy, Metrics* metrics, std::shared_ptr<std::atomic<bool>> cancel,
+    bool patient) {
+  if (c.name.empty()) return InvalidArgument("an upstream needs a name");
+  const std::string& url = c.url;
+  bool http = StartsWith(url, "http://");
+  if (!http && !StartsWith(url, "https://")) {
+    return InvalidArgument("upstream '" + c.name + "': url must start with https:// or http://");
+  }
+  std::string host = url.substr(http ? 7 : 8);
+  if (host.find('/') != std::string::npos) host = host.substr(0, host.find('/'));
+  if (!oci::IsValidRegistryHost(host)) {
+    return InvalidArgument("upstream '" + c.name + "': invalid host in url " + url);
+  }
+  std::string registry = oci::NormalizeRegistryHost(host);
+  upstream::ClientOptions options;
+  options.credentials = credentials;
+  if (c.credentials) credentials->SetExplicit(registry, *c.credentials);
+  if (http || c.insecure) options.insecure_registries.push_back(registry);
+  options.plain_http = http;
+  options.transport.ca_file = c.ca_file;
+  options.transport.cancel = std::move(cancel);
+  options.transport.connect_timeout_ms = static_cast<long>(policy.timeout.count());
+  options.transport.stall_timeout_s = static_cast<long>(policy.stall.count());
+  if (!patient) {
+    // A server answers from cache rather than wait: short deadlines, one quick retry at most,
+    // and a 429 is reported (and remembered by the breaker), never slept on.
+    options.transport.response_timeout_ms = static_cast<long>(policy.timeout.count());
+    options.retry.max_attempts = 2;
+    options.retry.base_delay = std::chrono::milliseconds(100);
+    options.retry.max_delay = std::chrono::milliseconds(1000);
+    options.retry.retry_rate_limited = false;
+    options.retry.max_elapsed = policy.timeout;
+  }
+  // Patient clients keep the copy engine's defaults: an upload's answer comes only after its
+  // body, however long that takes; a stall still fails it.
+  const std::string name = c.name;
+  if (metrics) {
+    options.on_response = [metrics, name](const std::string& method, long status) {
+      metrics->UpstreamRequest(name, method, status);
+    };
+  }
+  return upstream::NewRegistryClient(registry, std::move(options));
+}
+
 Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamConfig> configs,
                                                          const std::string& default_name,
                                                          Metrics* metrics,
@@ -54,44 +100,10 @@ Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamCon
   auto set = std::make_unique<UpstreamSet>();
   auto credentials = std::make_shared<upstream::CredentialResolver>(docker_config_dir);
   for (auto& c : configs) {
-    if (c.name.empty()) return InvalidArgument("an upstream needs a name");
     if (set->Find(c.name)) return InvalidArgument("upstream '" + c.name + "' is configured twice");
-    std::string url = c.url;
-    bool http = StartsWith(url, "http://");
-    if (!http && !StartsWith(url, "https://")) {
-      return InvalidArgument("upstream '" + c.name + "': url must start with https:// or http://");
-    }
-    std::string host = url.substr(http ? 7 : 8);
-    if (host.find('/') != std::string::npos) host = host.substr(0, host.find('/'));
-    if (!oci::IsValidRegistryHost(host)) {
-      return InvalidArgument("upstream '" + c.name + "': invalid host in url " + url);
-    }
-    std::string registry = oci::NormalizeRegistryHost(host);
-    upstream::ClientOptions options;
-    options.credentials = credentials;
-    if (c.credentials) credentials->SetExplicit(registry, *c.credentials);
-    if (http || c.insecure) options.insecure_registries.push_back(registry);
-    options.plain_http = http;
-    options.transport.ca_file = c.ca_file;
-    // A server answers from cache rather than wait: short deadlines, one quick retry at most,
-    // and a 429 is reported (and remembered by the breaker), never slept on.
     auto cancel = std::make_shared<std::atomic<bool>>(false);
-    options.transport.cancel = cancel;
-    options.transport.connect_timeout_ms = static_cast<long>(policy.timeout.count());
-    options.transport.response_timeout_ms = static_cast<long>(policy.timeout.count());
-    options.transport.stall_timeout_s = static_cast<long>(policy.stall.count());
-    options.retry.max_attempts = 2;
-    options.retry.base_delay = std::chrono::milliseconds(100);
-    options.retry.max_delay = std::chrono::milliseconds(1000);
-    options.retry.retry_rate_limited = false;
-    options.retry.max_elapsed = policy.timeout;
-    const std::string name = c.name;
-    if (metrics) {
-      options.on_response = [metrics, name](const std::string& method, long status) {
-        metrics->UpstreamRequest(name, method, status);
-      };
-    }
-    auto client = upstream::NewRegistryClient(registry, std::move(options));
+    RC_ASSIGN_OR_RETURN(auto client,
+                        NewServeClient(c, credentials, policy, metrics, cancel, false));
     set->upstreams_.push_back(
         std::make_unique<Upstream>(std::move(c), std::move(client), policy, cancel));
   }
@@ -115,6 +127,7 @@ Upstream* UpstreamSet::Find(const std::string& name_or_host) {
 }
 
 void UpstreamSet::Shutdown() {
+  if (on_shutdown_) on_shutdown_();
   for (auto& u : upstreams_) u->Shutdown();
 }
 

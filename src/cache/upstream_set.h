@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -97,6 +98,14 @@ class Upstream {
   WorkQueue fills_;
 };
 
+// The client `regcache serve` uses for `config`'s registry: with `policy`'s short deadlines for
+// requests a client waits on, or `patient` for background copies (no deadline on an answer, the
+// copy engine's retries). kInvalidArgument for a bad URL or name.
+Result<std::unique_ptr<upstream::RegistryClient>> NewServeClient(
+    const UpstreamConfig& config, const std::shared_ptr<upstream::CredentialResolver>& credentials,
+    const UpstreamPolicy& policy, Metrics* metrics, std::shared_ptr<std::atomic<bool>> cancel,
+    bool patient);
+
 class UpstreamSet {
  public:
   // Builds clients for each config. kInvalidArgument for a bad URL, duplicate or unknown default.
@@ -112,12 +121,15 @@ class UpstreamSet {
   Upstream* Default() { return default_; }
   std::vector<Upstream*> All();
 
-  // Shuts every upstream down (see Upstream::Shutdown). Idempotent.
+  // Shuts every upstream down (see Upstream::Shutdown). Idempotent. `hook` runs first (e.g. to
+  // cancel transfers from the backing registry that fills are running on upstream threads).
   void Shutdown();
+  void OnShutdown(std::function<void()> hook) { on_shutdown_ = std::move(hook); }
 
  private:
   std::vector<std::unique_ptr<Upstream>> upstreams_;
   Upstream* default_ = nullptr;
+  std::function<void()> on_shutdown_;
 };
 
 }  // namespace regcache::cache

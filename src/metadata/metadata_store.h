@@ -54,6 +54,15 @@ struct TagAccess {
   int64_t at = 0;  // unix seconds
 };
 
+// Content waiting to be copied to the backing registry (serve's shared second tier): a blob, or
+// a manifest by digest (`tag` empty) or under a tag, into repository `target` there.
+struct BackingWork {
+  ContentKind kind = ContentKind::kBlob;
+  std::string target;
+  oci::Digest digest;
+  std::string tag;
+};
+
 class MetadataStore {
  public:
   virtual ~MetadataStore() = default;
@@ -101,6 +110,12 @@ class MetadataStore {
   virtual Result<RetentionResult> ExpireUnused(int64_t before) = 0;
   // Returns up to `pages` free pages of the database file to the file system.
   virtual Status Compact(int pages) = 0;
+
+  // The backing registry's write-through queue, kept so that a restart resumes it. Adding work
+  // already recorded is not an error; removing absent work neither.
+  virtual Status AddBackingWork(const BackingWork& work) = 0;
+  virtual Status RemoveBackingWork(const BackingWork& work) = 0;
+  virtual Status LoadBackingWork(const std::function<void(const BackingWork&)>& found) = 0;
 
   // Cached tag-list pages, by upstream, repository and query string ("" or "?n=10&last=x").
   virtual Result<std::optional<TagListRecord>> GetTagList(const std::string& upstream,

@@ -30,13 +30,21 @@ CREATE TABLE IF NOT EXISTS tag_lists (
 )sql";
 
 // Version 2: blob usage for eviction, link times for retention.
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 constexpr const char* kSchemaV2 = R"sql(
 ALTER TABLE repo_content ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS blob_usage (
   digest TEXT PRIMARY KEY, size INTEGER NOT NULL, manifest INTEGER NOT NULL,
   last_access INTEGER NOT NULL, hits INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_by_access ON tags (accessed_at);
+)sql";
+
+// Version 3: the backing registry's write-through queue.
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE IF NOT EXISTS backing_work (
+  kind INTEGER NOT NULL, target TEXT NOT NULL, digest TEXT NOT NULL, tag TEXT NOT NULL,
+  added_at INTEGER NOT NULL,
+  PRIMARY KEY (kind, target, digest, tag));
 )sql";
 
 // One connection, serialized by a mutex: statements are tiny and SQLite in WAL mode commits in
@@ -90,6 +98,7 @@ class SqliteMetadataStore : public MetadataStore {
     }
     if (version < 1) RC_RETURN_IF_ERROR(Step(kSchema, 1));
     if (version < 2) RC_RETURN_IF_ERROR(Step(kSchemaV2, 2));
+    if (version < 3) RC_RETURN_IF_ERROR(Step(kSchemaV3, 3));
     return Status::Ok();
   }
 
@@ -179,6 +188,38 @@ class SqliteMetadataStore : public MetadataStore {
       if (s.Step() != SQLITE_DONE) return fail("deleting blob usage");
     }
     return Exec("COMMIT");
+  }
+
+  Status AddBackingWork(const BackingWork& w) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(this, "INSERT OR IGNORE INTO backing_work VALUES (?,?,?,?,strftime('%s','now'))");
+    s.Bind(1, static_cast<int64_t>(w.kind)).Bind(2, w.target).Bind(3, w.digest.str());
+    s.Bind(4, w.tag);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("recording backing work");
+  }
+
+  Status RemoveBackingWork(const BackingWork& w) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(this, "DELETE FROM backing_work WHERE kind=? AND target=? AND digest=? AND tag=?");
+    s.Bind(1, static_cast<int64_t>(w.kind)).Bind(2, w.target).Bind(3, w.digest.str());
+    s.Bind(4, w.tag);
+    return s.Step() == SQLITE_DONE ? Status::Ok() : Error("removing backing work");
+  }
+
+  Status LoadBackingWork(const std::function<void(const BackingWork&)>& found) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Blobs first, then manifests by digest, then tags: the order they can be pushed in.
+    Stmt s(this,
+           "SELECT kind, target, digest, tag FROM backing_work ORDER BY kind DESC, tag <> '', "
+           "added_at");
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      auto d = oci::Digest::Parse(s.Text(2));
+      int64_t kind = s.Int(0);
+      if (!d.ok() || (kind != 1 && kind != 2)) continue;
+      found(BackingWork{static_cast<ContentKind>(kind), s.Text(1), *d, s.Text(3)});
+    }
+    return rc == SQLITE_DONE ? Status::Ok() : Error("reading backing work");
   }
 
   Result<RetentionResult> ExpireUnused(int64_t before) override {

@@ -129,9 +129,38 @@ TEST(SqliteMetadataStoreTest, MigratesAStoreFromBeforeVersioning) {
   r = (*m)->ExpireUnused(2000);  // library/new unused since 1000
   EXPECT_EQ(r->tags, 1);
   EXPECT_TRUE((*m)->Compact(100).ok());
+  // Version 3's backing queue exists after the migration.
+  ASSERT_TRUE((*m)->AddBackingWork({ContentKind::kBlob, "c/hub/a", d, ""}).ok());
   m->reset();
   // Reopening a migrated store is a no-op.
   ASSERT_TRUE(OpenSqliteMetadataStore(path).ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SqliteMetadataStoreTest, BackingWorkSurvivesReopenInPushOrder) {
+  char tmpl[] = "/tmp/regcache-meta-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  const std::string path = dir + "/meta.db";
+  auto blob = oci::Digest::Of("layer"), manifest = oci::Digest::Of("manifest");
+  {
+    auto m = OpenSqliteMetadataStore(path).value();
+    ASSERT_TRUE(m->AddBackingWork({ContentKind::kManifest, "c/hub/a", manifest, "v1"}).ok());
+    ASSERT_TRUE(m->AddBackingWork({ContentKind::kManifest, "c/hub/a", manifest, ""}).ok());
+    ASSERT_TRUE(m->AddBackingWork({ContentKind::kBlob, "c/hub/a", blob, ""}).ok());
+    ASSERT_TRUE(m->AddBackingWork({ContentKind::kBlob, "c/hub/a", blob, ""}).ok());  // again
+  }
+  auto m = OpenSqliteMetadataStore(path).value();
+  std::vector<BackingWork> got;
+  ASSERT_TRUE(m->LoadBackingWork([&](const BackingWork& w) { got.push_back(w); }).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].kind, ContentKind::kBlob);
+  EXPECT_EQ(got[1].tag, "");
+  EXPECT_EQ(got[2].tag, "v1");
+  ASSERT_TRUE(m->RemoveBackingWork(got[0]).ok());
+  ASSERT_TRUE(m->RemoveBackingWork(got[0]).ok());  // absent: fine
+  got.clear();
+  ASSERT_TRUE(m->LoadBackingWork([&](const BackingWork& w) { got.push_back(w); }).ok());
+  EXPECT_EQ(got.size(), 2u);
   std::filesystem::remove_all(dir);
 }
 

@@ -119,6 +119,10 @@ class RegistryClient {
   virtual RequestStats stats() const = 0;
 };
 
+// Whether `status` says the repository does not exist on the registry (NAME_UNKNOWN, or a 404
+// when starting an upload): registries such as ECR do not create repositories on push.
+bool IsRepositoryMissing(const Status& status);
+
 struct ClientOptions {
   std::shared_ptr<CredentialResolver> credentials;  // null: anonymous
   TransportOptions transport;

@@ -47,6 +47,17 @@ bool IsLoopbackHost(const std::string& host_port) {
   return host == "localhost" || StartsWith(host, "127.");
 }
 
+namespace {
+constexpr const char* kRepositoryMissing =
+    " does not exist and the registry does not create it on push";
+}  // namespace
+
+bool IsRepositoryMissing(const Status& status) {
+  return status.code() == Code::kNotFound &&
+         (status.message().find("NAME_UNKNOWN") != std::string::npos ||
+          status.message().find(kRepositoryMissing) != std::string::npos);
+}
+
 Status StatusFromResponse(const HttpResponse& r, const std::string& what) {
   std::string oci_code, oci_message;
   auto doc = nlohmann::json::parse(r.body, nullptr, false);
@@ -614,8 +625,8 @@ Result<UploadTarget> RegistryClientImpl::StartUpload(const std::string& repo,
   if (r.status != 202) {
     Status s = StatusFromResponse(r, "starting upload to " + registry_ + "/" + repo);
     if (s.code() == Code::kNotFound) {
-      return NotFound("repository " + registry_ + "/" + repo +
-                      " does not exist and the registry does not create it on push (ECR: create "
+      return NotFound("repository " + registry_ + "/" + repo + kRepositoryMissing +
+                      " (ECR: create "
                       "it first, e.g. `aws ecr create-repository --repository-name " +
                       repo + "`)");
     }

@@ -522,6 +522,62 @@ class Regcache:
             return f.read().decode(errors="replace")
 
 
+def nginx_preamble(d):
+    """The top of an nginx.conf that keeps every file under `d`, up to inside `http {`."""
+    return """
+user root;
+worker_processes 1;
+pid %(d)s/nginx.pid;
+error_log %(d)s/logs/error.log;
+events { worker_connections 256; }
+http {
+  access_log %(d)s/logs/access.log;
+  client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy;
+  fastcgi_temp_path %(d)s/fcgi; uwsgi_temp_path %(d)s/uwsgi; scgi_temp_path %(d)s/scgi;
+""" % {"d": d}
+
+
+class Balancer:
+    """nginx in front of several caches, hashing the request path consistently (each digest has
+    one owning node), retrying GET/HEAD on the next node when one is down."""
+
+    def __init__(self, workdir, ports, name="lb"):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        self.port = free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        servers = "\n".join("    server 127.0.0.1:%d max_fails=1 fail_timeout=30s;" % p for p in ports)
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_preamble(self.dir) + """
+  upstream caches {
+    hash $request_uri consistent;
+%(servers)s
+    keepalive 16;
+  }
+  server {
+    listen 127.0.0.1:%(port)d;
+    location / {
+      proxy_pass http://caches;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+      proxy_next_upstream error timeout http_502 http_503;
+      proxy_next_upstream_tries 2;
+      proxy_connect_timeout 2s;
+    }
+  }
+}
+""" % {"port": self.port, "servers": servers})
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", conf, "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self):
+        stop_process(self.proc, signal.SIGTERM, 10)
+
+
 class Nginx:
     """nginx in front of an upstream, optionally rate-limiting with limit_req (429 + Retry-After)."""
 
@@ -541,16 +597,7 @@ class Nginx:
         limit_lines = ("limit_req zone=pulls nodelay; limit_req_status 429; "
                        "add_header Retry-After 120 always;") if limit else ""
         with open(self.conf, "w") as f:
-            f.write("""
-user root;
-worker_processes 1;
-pid %(dir)s/nginx.pid;
-error_log %(dir)s/logs/error.log;
-events { worker_connections 256; }
-http {
-  access_log %(dir)s/logs/access.log;
-  client_body_temp_path %(dir)s/body; proxy_temp_path %(dir)s/proxy;
-  fastcgi_temp_path %(dir)s/fcgi; uwsgi_temp_path %(dir)s/uwsgi; scgi_temp_path %(dir)s/scgi;
+            f.write(nginx_preamble(self.dir) + """
   limit_req_zone $binary_remote_addr zone=pulls:1m rate=1r/m;
   server {
     listen 127.0.0.1:%(port)d;

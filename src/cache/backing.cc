@@ -1,0 +1,438 @@
+#include "cache/backing.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "oci/manifest.h"
+#include "oci/mirror.h"
+
+namespace regcache::cache {
+namespace {
+
+constexpr size_t kMaxKnown = 200000;
+
+// What a work item is, for logs.
+std::string Describe(const metadata::BackingWork& w) {
+  if (w.kind == metadata::ContentKind::kBlob) return "blob " + w.target + "@" + w.digest.str();
+  if (!w.tag.empty()) return "tag " + w.target + ":" + w.tag;
+  return "manifest " + w.target + "@" + w.digest.str();
+}
+
+}  // namespace
+
+Backing::Backing(std::unique_ptr<upstream::RegistryClient> reader,
+                 std::unique_ptr<upstream::RegistryClient> writer, BackingOptions options,
+                 metadata::MetadataStore& meta, storage::BlobStore& blobs, Metrics& metrics)
+    : reader_(std::move(reader)),
+      writer_(std::move(writer)),
+      options_(std::move(options)),
+      meta_(meta),
+      blobs_(blobs),
+      metrics_(metrics),
+      breaker_("backing", options_.breaker) {}
+
+Backing::~Backing() { Shutdown(); }
+
+std::string Backing::Repository(const std::string& registry, const std::string& repository) const {
+  return oci::MirrorRepository(options_.prefix, registry, repository);
+}
+
+const std::string& Backing::registry() const { return reader_->registry(); }
+
+template <typename F>
+auto Backing::Guarded(F&& call) -> decltype(call()) {
+  Status admitted = breaker_.Admit();
+  if (!admitted.ok()) return admitted;
+  auto result = call();
+  if constexpr (std::is_same_v<decltype(result), Status>) {
+    breaker_.Record(result);
+  } else {
+    breaker_.Record(result.status());
+  }
+  return result;
+}
+
+// ---- read side ------------------------------------------------------------------------------
+
+Result<upstream::FetchedManifest> Backing::GetManifest(const std::string& target,
+                                                       const std::string& reference) {
+  auto r = Guarded([&] { return reader_->GetManifest(target, reference); });
+  metrics_.Count("regcache_backing_requests_total",
+                 std::string("kind=\"manifest\",result=\"") +
+                     (r.ok() ? "hit" : r.status().code() == Code::kNotFound ? "miss" : "error") +
+                     "\"");
+  if (r.ok()) NotePresent(target, r->info.digest);
+  return r;
+}
+
+Result<std::optional<uint64_t>> Backing::StatBlob(const std::string& target,
+                                                  const oci::Digest& digest) {
+  auto r = Guarded([&] { return reader_->StatBlob(target, digest); });
+  if (r.ok() && r->has_value()) NotePresent(target, digest);
+  return r;
+}
+
+Status Backing::FetchBlob(const std::string& target, const oci::Digest& digest,
+                          const std::function<Status(uint64_t)>& on_size,
+                          const std::function<Status(const char*, size_t)>& sink) {
+  bool started = false;
+  Status s = Guarded([&] {
+    return reader_->FetchBlob(
+        target, digest,
+        [&](uint64_t n) {
+          started = true;
+          return on_size(n);
+        },
+        sink);
+  });
+  const char* result = s.ok() ? "hit" : (!started && s.code() == Code::kNotFound) ? "miss" : "error";
+  metrics_.Count("regcache_backing_requests_total",
+                 std::string("kind=\"blob\",result=\"") + result + "\"");
+  if (s.ok()) NotePresent(target, digest);
+  return s;
+}
+
+// ---- write side -----------------------------------------------------------------------------
+
+std::string Backing::KeyOf(const metadata::BackingWork& w) {
+  return std::to_string(static_cast<int>(w.kind)) + "|" + w.target + "|" + w.digest.str() + "|" +
+         w.tag;
+}
+
+void Backing::NotePresent(const std::string& target, const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(known_mu_);
+  if (present_.size() >= kMaxKnown) present_.clear();
+  present_.insert(target + "|" + digest.str());
+}
+
+bool Backing::IsPresent(const std::string& target, const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(known_mu_);
+  return present_.count(target + "|" + digest.str()) > 0;
+}
+
+void Backing::MarkPresent(const std::string& target, const oci::Digest& digest, bool blob) {
+  NotePresent(target, digest);
+  if (!blob) return;
+  std::lock_guard<std::mutex> lock(known_mu_);
+  if (blob_home_.size() >= kMaxKnown) blob_home_.clear();
+  blob_home_.emplace(digest.str(), target);
+}
+
+void Backing::Put(const metadata::BackingWork& work) {
+  if (work.kind == metadata::ContentKind::kBlob || work.tag.empty()) {
+    if (IsPresent(work.target, work.digest)) return;
+  }
+  Enqueue(Item{work, 0}, true);
+}
+
+void Backing::Enqueue(Item item, bool record) {
+  const std::string key = KeyOf(item.work);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && record) return;
+    if (queued_keys_.count(key)) return;
+    if (queued_keys_.size() >= options_.max_queue) {
+      metrics_.Count("regcache_backing_failures_total", "reason=\"queue_full\"");
+      spdlog::warn("backing: queue full ({} items), not copying {}", options_.max_queue,
+                   Describe(item.work));
+      return;
+    }
+    queued_keys_.insert(key);
+  }
+  if (record) {
+    Status s = meta_.AddBackingWork(item.work);
+    if (!s.ok()) spdlog::warn("backing: recording {}: {}", Describe(item.work), s.ToString());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ready_.push_back(std::move(item));
+  }
+  PublishQueue();
+  cv_.notify_one();
+}
+
+size_t Backing::queued() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queued_keys_.size();
+}
+
+void Backing::PublishQueue() {
+  metrics_.SetGauge("regcache_backing_queue", "", static_cast<int64_t>(queued()));
+}
+
+Status Backing::Start() {
+  std::vector<metadata::BackingWork> work;
+  RC_RETURN_IF_ERROR(
+      meta_.LoadBackingWork([&](const metadata::BackingWork& w) { work.push_back(w); }));
+  for (auto& w : work) Enqueue(Item{std::move(w), 0}, false);
+  if (!work.empty()) spdlog::info("backing: resuming {} queued copies", work.size());
+  for (int i = 0; i < std::max(1, options_.threads); ++i) threads_.emplace_back([this] { Loop(); });
+  return Status::Ok();
+}
+
+void Backing::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+void Backing::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    const auto now = std::chrono::steady_clock::now();
+    while (!waiting_.empty() && waiting_.begin()->first <= now) {
+      ready_.push_back(std::move(waiting_.begin()->second));
+      waiting_.erase(waiting_.begin());
+    }
+    if (ready_.empty()) {
+      if (waiting_.empty()) {
+        cv_.wait(lock);
+      } else {
+        cv_.wait_until(lock, waiting_.begin()->first);
+      }
+      continue;
+    }
+    Item item = std::move(ready_.front());
+    ready_.pop_front();
+    lock.unlock();
+    Attempt r;
+    try {
+      r = Process(item.work);
+    } catch (const std::exception& e) {
+      r = Attempt{Outcome::kRetry, "internal", Internal(e.what())};
+    }
+    Finish(std::move(item), r);
+    lock.lock();
+  }
+}
+
+void Backing::Finish(Item item, const Attempt& r) {
+  const std::string key = KeyOf(item.work);
+  const bool give_up = r.outcome == Outcome::kDrop ||
+                       (r.outcome != Outcome::kDone && ++item.attempts >= options_.max_attempts);
+  if (r.outcome == Outcome::kDone || give_up) {
+    if (give_up) {
+      metrics_.Count("regcache_backing_failures_total", "reason=\"" + r.reason + "\"");
+      spdlog::warn("backing: gave up copying {}: {}", Describe(item.work),
+                   r.status.ok() ? r.reason : r.status.ToString());
+    }
+    Status s = meta_.RemoveBackingWork(item.work);
+    if (!s.ok()) spdlog::warn("backing: forgetting {}: {}", Describe(item.work), s.ToString());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queued_keys_.erase(key);
+    }
+    if (r.outcome == Outcome::kDone && item.work.kind == metadata::ContentKind::kBlob) {
+      WakeWaiting(item.work.target);
+    }
+    PublishQueue();
+    return;
+  }
+  if (r.outcome == Outcome::kRetry) {
+    metrics_.Count("regcache_backing_failures_total", "reason=\"" + r.reason + "\"");
+  }
+  // Back off, doubling: a registry that is down or a reference not cached yet is not asked
+  // again at once.
+  auto delay = options_.retry_min * (1LL << std::min(item.attempts - 1, 20));
+  if (delay > options_.retry_max) delay = options_.retry_max;
+  std::lock_guard<std::mutex> lock(mu_);
+  waiting_.emplace(std::chrono::steady_clock::now() + delay, std::move(item));
+  cv_.notify_one();
+}
+
+// A blob arrived in `target`: manifests there waiting for their references try again now.
+void Backing::WakeWaiting(const std::string& target) {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool woke = false;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (it->second.work.kind == metadata::ContentKind::kManifest &&
+        it->second.work.target == target) {
+      ready_.push_back(std::move(it->second));
+      it = waiting_.erase(it);
+      woke = true;
+    } else {
+      ++it;
+    }
+  }
+  if (woke) cv_.notify_all();
+}
+
+Backing::Attempt Backing::Process(const metadata::BackingWork& w) {
+  if (w.kind == metadata::ContentKind::kBlob) {
+    Attempt r = PushBlob(w.target, w.digest);
+    // Queued when committed here, gone now (evicted): a later fill queues it again.
+    if (r.outcome == Outcome::kWait) r.outcome = Outcome::kDrop;
+    return r;
+  }
+  return PushManifest(w.target, w.digest, w.tag, 0);
+}
+
+Backing::Attempt Backing::Failed(const std::string& target, const Status& s) {
+  if (upstream::IsRepositoryMissing(s)) {
+    bool first;
+    {
+      std::lock_guard<std::mutex> lock(known_mu_);
+      first = missing_repositories_.insert(target).second;
+    }
+    if (first) {
+      spdlog::error(
+          "backing registry {} has no repository '{}' and does not create it on push (ECR): "
+          "create it, e.g. `aws ecr create-repository --repository-name {}`; until then its "
+          "content is served from this node only, and the copy is retried",
+          registry(), target, target);
+    }
+    return Attempt{Outcome::kRetry, "name_unknown", s};
+  }
+  switch (s.code()) {
+    case Code::kUnavailable:
+    case Code::kRateLimited:
+    case Code::kAborted:
+      return Attempt{Outcome::kRetry, "unavailable", s};
+    case Code::kUnauthenticated:
+    case Code::kDenied:
+      return Attempt{Outcome::kRetry, "denied", s};
+    default:
+      return Attempt{Outcome::kDrop, "rejected", s};
+  }
+}
+
+Backing::Attempt Backing::PushBlob(const std::string& target, const oci::Digest& digest) {
+  const std::string key = target + "|" + digest.str();
+  {
+    std::unique_lock<std::mutex> lock(known_mu_);
+    pushed_cv_.wait(lock, [&] { return !pushing_.count(key); });
+    if (present_.count(key)) return {};
+    pushing_.insert(key);
+  }
+  Attempt r = PushBlobOnce(target, digest);
+  {
+    std::lock_guard<std::mutex> lock(known_mu_);
+    pushing_.erase(key);
+  }
+  pushed_cv_.notify_all();
+  return r;
+}
+
+Backing::Attempt Backing::PushBlobOnce(const std::string& target, const oci::Digest& digest) {
+  auto have = writer_->StatBlob(target, digest);
+  if (!have.ok()) return Failed(target, have.status());
+  if (have->has_value()) {
+    MarkPresent(target, digest, true);
+    return {};
+  }
+  std::string from;
+  {
+    std::lock_guard<std::mutex> lock(known_mu_);
+    if (auto it = blob_home_.find(digest.str()); it != blob_home_.end() && it->second != target) {
+      from = it->second;
+    }
+  }
+  auto opened = blobs_.Open(digest);
+  if (!opened.ok()) {
+    if (opened.status().code() != Code::kNotFound) return Attempt{Outcome::kRetry, "local", opened.status()};
+    if (from.empty()) return Attempt{Outcome::kWait, "not_cached", opened.status()};
+  }
+  const int fd = opened.ok() ? *opened : -1;
+  struct Closer {
+    int fd;
+    ~Closer() {
+      if (fd >= 0) ::close(fd);
+    }
+  } closer{fd};
+  auto upload = writer_->StartUpload(target, digest, from);
+  if (!upload.ok()) return Failed(target, upload.status());
+  if (upload->mounted) {
+    metrics_.Count("regcache_backing_mounted_blobs_total", "");
+    MarkPresent(target, digest, true);
+    return {};
+  }
+  if (fd < 0) {
+    writer_->CancelUpload(*upload);
+    return Attempt{Outcome::kWait, "not_cached", NotFound("blob not cached here")};
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    writer_->CancelUpload(*upload);
+    return Attempt{Outcome::kRetry, "local", IoError("stat of a stored blob failed")};
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  upstream::UploadMode mode = upstream::UploadMode::kMonolithic;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    uint64_t offset = 0;
+    auto reader = [&](char* buf, size_t max) -> Result<size_t> {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(max, size - offset));
+      if (want == 0) return size_t{0};
+      ssize_t n = ::pread(fd, buf, want, static_cast<off_t>(offset));
+      if (n < 0) return IoError("reading stored blob " + digest.str());
+      if (n == 0) return IoError("stored blob " + digest.str() + " is shorter than its size");
+      offset += static_cast<uint64_t>(n);
+      return static_cast<size_t>(n);
+    };
+    Status s = writer_->CompleteUpload(target, *upload, digest, size, reader, mode);
+    if (s.ok()) {
+      metrics_.Count("regcache_backing_uploaded_blobs_total", "");
+      metrics_.Count("regcache_backing_uploaded_bytes_total", "", size);
+      MarkPresent(target, digest, true);
+      return {};
+    }
+    writer_->CancelUpload(*upload);
+    if (s.code() != Code::kUnsupported || mode != upstream::UploadMode::kMonolithic) {
+      return Failed(target, s);
+    }
+    mode = upstream::UploadMode::kChunked;
+    upload = writer_->StartUpload(target, digest, "");
+    if (!upload.ok()) return Failed(target, upload.status());
+  }
+  return Attempt{Outcome::kRetry, "rejected", Unavailable("upload refused")};
+}
+
+Backing::Attempt Backing::PushManifest(const std::string& target, const oci::Digest& digest,
+                                       const std::string& tag, int depth) {
+  if (tag.empty() && IsPresent(target, digest)) return {};
+  auto media_type = meta_.GetManifestType(digest);
+  if (!media_type.ok()) return Attempt{Outcome::kRetry, "local", media_type.status()};
+  auto bytes = blobs_.ReadAll(digest, oci::kMaxManifestBytes);
+  if (!*media_type || !bytes.ok()) {
+    // Evicted or never stored durably: a later pull queues it again.
+    return Attempt{Outcome::kDrop, "not_cached",
+                   bytes.ok() ? NotFound("manifest type unknown") : bytes.status()};
+  }
+  auto parsed = oci::ParseManifest(*bytes, **media_type);
+  if (!parsed.ok()) return Attempt{Outcome::kDrop, "rejected", parsed.status()};
+  // References first: a registry refuses a manifest whose blobs or children it does not have.
+  for (const auto& blob : parsed->Blobs()) {
+    Attempt r = PushBlob(target, blob.digest);
+    if (r.outcome != Outcome::kDone) return r;
+  }
+  for (const auto& child : parsed->manifests) {
+    if (IsPresent(target, child.digest)) continue;
+    auto head = writer_->HeadManifest(target, child.digest.str());
+    if (head.ok()) {
+      NotePresent(target, child.digest);
+      continue;
+    }
+    if (head.status().code() != Code::kNotFound) return Failed(target, head.status());
+    if (depth > 0) return Attempt{Outcome::kWait, "incomplete_index", head.status()};
+    Attempt r = PushManifest(target, child.digest, "", depth + 1);
+    if (r.outcome == Outcome::kDrop && r.reason == "not_cached") {
+      // A platform no client pulled through this node: the index waits for it.
+      return Attempt{Outcome::kWait, "incomplete_index", r.status};
+    }
+    if (r.outcome != Outcome::kDone) return r;
+  }
+  Status s = writer_->PutManifest(target, tag.empty() ? digest.str() : tag, **media_type, *bytes);
+  if (!s.ok()) return Failed(target, s);
+  metrics_.Count("regcache_backing_pushed_manifests_total", tag.empty() ? "ref=\"digest\""
+                                                                        : "ref=\"tag\"");
+  NotePresent(target, digest);
+  return {};
+}
+
+}  // namespace regcache::cache

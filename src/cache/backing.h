@@ -1,0 +1,149 @@
+// The shared second tier of `regcache serve`: a registry the team already runs (ECR, Harbor,
+// GHCR, distribution on S3) holding what the fleet has pulled, as
+// <prefix>/<registry>/<repository> (oci/mirror.h), byte-exact, so that it is also an ordinary
+// mirror anyone can pull from, and the layout `regcache ensure --mirror` writes.
+//
+// Read side: called by the pull-through cache on upstream worker threads, with serve's short
+// deadlines and a breaker of its own. kNotFound means "not there, ask the upstream"; any other
+// failure means the same to the caller, which never fails a request because the backing did.
+//
+// Write side: content committed to the local store is queued (in the metadata store too, so a
+// restart resumes the queue) and copied by background threads, never on a request path, one
+// copy per blob or manifest however many times it is queued. Blobs go first (a cross-repository
+// mount when the backing registry is known to have the blob in another repository, else a
+// streamed upload from the committed local file); a manifest goes once everything it
+// references is there; a tag goes last. An index whose children are not all cached here waits
+// for them (they are never fetched just for the backing registry: each would cost a counted
+// manifest GET upstream, and its platform's blobs), and is given up after `max_attempts`.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/breaker.h"
+#include "cache/metrics.h"
+#include "metadata/metadata_store.h"
+#include "storage/blob_store.h"
+#include "upstream/registry_client.h"
+
+namespace regcache::cache {
+
+struct BackingOptions {
+  std::string prefix;  // repository prefix in the backing registry ("cache"), may be empty
+  int threads = 2;     // concurrent copies
+  size_t max_queue = 100000;  // queued items in memory; more are refused (counted, logged)
+  std::chrono::milliseconds retry_min{2000};
+  std::chrono::milliseconds retry_max{300000};
+  int max_attempts = 20;  // tries before an item is given up (about an hour with the defaults)
+  BreakerOptions breaker;
+};
+
+class Backing {
+ public:
+  // `reader` has serve's short deadlines; `writer` is patient (uploads take as long as they
+  // take). Both talk to the same registry.
+  Backing(std::unique_ptr<upstream::RegistryClient> reader,
+          std::unique_ptr<upstream::RegistryClient> writer, BackingOptions options,
+          metadata::MetadataStore& meta, storage::BlobStore& blobs, Metrics& metrics);
+  ~Backing();
+  Backing(const Backing&) = delete;
+  Backing& operator=(const Backing&) = delete;
+
+  // Where `repository` of the upstream registry `registry` lives in the backing registry.
+  std::string Repository(const std::string& registry, const std::string& repository) const;
+  const std::string& registry() const;
+
+  // ---- read side ----
+  // A manifest by tag or digest: the exact bytes, verified against their digest.
+  Result<upstream::FetchedManifest> GetManifest(const std::string& target,
+                                                const std::string& reference);
+  Result<std::optional<uint64_t>> StatBlob(const std::string& target, const oci::Digest& digest);
+  // As RegistryClient::FetchBlob. kNotFound before `on_size` was called means not there.
+  Status FetchBlob(const std::string& target, const oci::Digest& digest,
+                   const std::function<Status(uint64_t)>& on_size,
+                   const std::function<Status(const char*, size_t)>& sink);
+
+  // ---- write side ----
+  // Queues a copy (recorded durably first). Never blocks on the network.
+  void Put(const metadata::BackingWork& work);
+  // Content read from the backing registry is there already: no copy needed for it.
+  void NotePresent(const std::string& target, const oci::Digest& digest);
+
+  // Loads work left by an earlier run and starts the copy threads.
+  Status Start();
+  // Stops the copy threads after the copies in progress (their transfers are aborted within a
+  // second by the writer's cancel flag, set by the caller). Queued work stays recorded.
+  void Shutdown();
+
+  size_t queued();
+
+ private:
+  struct Item {
+    metadata::BackingWork work;
+    int attempts = 0;
+  };
+  enum class Outcome { kDone, kRetry, kWait, kDrop };
+  struct Attempt {
+    Outcome outcome = Outcome::kDone;
+    std::string reason;  // metric label for retries and drops
+    Status status;
+  };
+
+  static std::string KeyOf(const metadata::BackingWork& w);
+  void Enqueue(Item item, bool record);
+  void Loop();
+  Attempt Process(const metadata::BackingWork& w);
+  Attempt PushBlob(const std::string& target, const oci::Digest& digest);
+  Attempt PushBlobOnce(const std::string& target, const oci::Digest& digest);
+  Attempt PushManifest(const std::string& target, const oci::Digest& digest,
+                       const std::string& tag, int depth);
+  Attempt Failed(const std::string& target, const Status& s);
+  void Finish(Item item, const Attempt& r);
+  bool IsPresent(const std::string& target, const oci::Digest& digest);
+  void MarkPresent(const std::string& target, const oci::Digest& digest, bool blob);
+  void WakeWaiting(const std::string& target);
+  void PublishQueue();
+
+  template <typename F>
+  auto Guarded(F&& call) -> decltype(call());
+
+  std::unique_ptr<upstream::RegistryClient> reader_;
+  std::unique_ptr<upstream::RegistryClient> writer_;
+  const BackingOptions options_;
+  metadata::MetadataStore& meta_;
+  storage::BlobStore& blobs_;
+  Metrics& metrics_;
+  CircuitBreaker breaker_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::deque<Item> ready_;
+  std::multimap<std::chrono::steady_clock::time_point, Item> waiting_;
+  std::unordered_set<std::string> queued_keys_;
+  std::vector<std::thread> threads_;
+
+  // What the backing registry is known to hold ("target|digest"), and one repository there per
+  // blob to mount it from. Bounded: cleared when full (a miss costs one HEAD).
+  std::mutex known_mu_;
+  std::unordered_set<std::string> present_;
+  std::unordered_map<std::string, std::string> blob_home_;
+  std::set<std::string> missing_repositories_;  // logged once each
+  // Blobs being pushed now ("target|digest"): a second pusher waits for the first (a manifest
+  // pushes its blobs inline while their own queue items may run on other threads).
+  std::unordered_set<std::string> pushing_;
+  std::condition_variable pushed_cv_;
+};
+
+}  // namespace regcache::cache
