@@ -116,6 +116,7 @@ nlohmann::json ResultJson(const copy::EnsureResult& r, const std::string& printe
 
 struct EnsureFlags {
   std::string src, dst;
+  std::string mirror;  // --mirror PREFIX, instead of DST
   std::string src_creds, dest_creds;
   bool check_upstream = false;
   std::vector<std::string> platforms;
@@ -123,18 +124,38 @@ struct EnsureFlags {
   bool json = false;
 };
 
+// Where ensure writes: DST as given, or SRC's place under --mirror PREFIX. `printed` is what
+// the user will see: DST exactly as given, or the whole mirror reference.
+Result<oci::Reference> EnsureDestination(const EnsureFlags& f, const oci::Reference& src,
+                                         std::string* printed) {
+  if (!f.mirror.empty()) {
+    if (!f.dst.empty()) return InvalidArgument("give DST or --mirror PREFIX, not both");
+    auto prefix = copy::ParseMirrorPrefix(f.mirror);
+    if (!prefix.ok()) return prefix.status().WithContext("--mirror");
+    auto dst = copy::MirrorDestination(*prefix, src);
+    if (dst.ok()) *printed = dst->String();
+    return dst;
+  }
+  if (f.dst.empty()) return InvalidArgument("DST or --mirror PREFIX is required");
+  auto dst = oci::ParseReference(f.dst, /*default_tag=*/false);
+  if (!dst.ok()) return dst.status().WithContext("DST");
+  // A destination without tag or digest takes the source's tag, not "latest".
+  if (dst->tag.empty() && !dst->digest) {
+    if (src.tag.empty()) {
+      return InvalidArgument("DST needs a tag when SRC is given by digest only");
+    }
+    dst->tag = src.tag;
+  }
+  *printed = f.dst;
+  return dst;
+}
+
 int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
   auto src = oci::ParseReference(f.src);
   if (!src.ok()) return ReportFailure(src.status().WithContext("SRC"));
-  auto dst = oci::ParseReference(f.dst, /*default_tag=*/false);
-  if (!dst.ok()) return ReportFailure(dst.status().WithContext("DST"));
-  // A destination without tag or digest takes the source's tag, not "latest".
-  if (dst->tag.empty() && !dst->digest) {
-    if (src->tag.empty()) {
-      return ReportFailure(InvalidArgument("DST needs a tag when SRC is given by digest only"));
-    }
-    dst->tag = src->tag;
-  }
+  std::string printed;
+  auto dst = EnsureDestination(f, *src, &printed);
+  if (!dst.ok()) return ReportFailure(dst.status());
   copy::EnsureOptions options;
   options.check_upstream = f.check_upstream;
   options.parallel_blobs = f.jobs;
@@ -162,8 +183,7 @@ int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
   progress.Clear();
   if (!result.ok()) return ReportFailure(result.status());
 
-  // DST exactly as given, with the digest appended, so `FROM $(regcache ensure ...)` pins it.
-  std::string printed = f.dst;
+  // The destination with the digest appended, so `FROM $(regcache ensure ...)` pins it.
   if (!dst->digest) printed += "@" + result->destination_digest.str();
   if (f.json) {
     std::cout << ResultJson(*result, printed).dump() << std::endl;
@@ -244,16 +264,21 @@ int main(int argc, char** argv) {
   EnsureFlags ef;
   auto* ensure = app.add_subcommand(
       "ensure",
-      "Make DST hold SRC: if DST exists, do nothing (no request to SRC's registry); else copy "
-      "every platform byte-exact, streaming blobs registry to registry. Prints "
-      "DST@sha256:<digest>.");
+      "Make DST (or SRC's place under --mirror PREFIX) hold SRC: if it exists, do nothing (no "
+      "request to SRC's registry); else copy every platform byte-exact, streaming blobs registry "
+      "to registry. Prints DST@sha256:<digest>.");
   ensure->add_option("SRC", ef.src, "source image, e.g. ruby:3.3 or ghcr.io/org/app:1.0")
       ->required();
+  ensure->add_option("DST", ef.dst,
+                     "destination, e.g. 123.dkr.ecr.us-east-1.amazonaws.com/mirror/ruby:3.3 "
+                     "(without a tag: SRC's tag); omit it with --mirror");
   ensure
-      ->add_option("DST", ef.dst,
-                   "destination, e.g. 123.dkr.ecr.us-east-1.amazonaws.com/mirror/ruby:3.3 "
-                   "(without a tag: SRC's tag)")
-      ->required();
+      ->add_option("--mirror", ef.mirror,
+                   "PREFIX (HOST[:PORT]/PATH) instead of DST: copy to "
+                   "PREFIX/<SRC's registry>/<SRC's repository> with SRC's tag, the layout of "
+                   "serve's backing tier, e.g. --mirror 127.0.0.1:5001/cache puts ruby:3.3 at "
+                   "127.0.0.1:5001/cache/docker.io/library/ruby:3.3")
+      ->type_name("PREFIX");
   ensure->add_option("--src-creds", ef.src_creds, "USER:PASS for the source registry");
   ensure->add_option("--dest-creds", ef.dest_creds, "USER:PASS for the destination registry");
   ensure->add_flag(

@@ -8,6 +8,7 @@
 
 #include "base/strings.h"
 #include "copy/yaml_config.h"
+#include "oci/mirror.h"
 
 namespace regcache::copy {
 namespace {
@@ -41,6 +42,54 @@ Result<std::vector<oci::Platform>> Platforms(const YAML::Node& node, const std::
   return out;
 }
 
+// The keys naming where an image goes; an image takes exactly one.
+struct DestinationKey {
+  const char* name;
+  std::string SyncImageSpec::*field;
+};
+constexpr DestinationKey kDestinationKeys[] = {
+    {"destination", &SyncImageSpec::destination},
+    {"destination_prefix", &SyncImageSpec::destination_prefix},
+    {"mirror_prefix", &SyncImageSpec::mirror_prefix},
+};
+
+// Reads the destination key of `n` (an image, or `defaults`) into `spec`. A key given here
+// replaces whatever destination `spec` inherited from the defaults; two keys here are an error.
+Status ReadDestination(const YAML::Node& n, const std::string& where, SyncImageSpec& spec) {
+  const DestinationKey* given = nullptr;
+  for (const auto& key : kDestinationKeys) {
+    if (!n[key.name]) continue;
+    if (given) {
+      return InvalidArgument(where +
+                             ": give one of 'destination', 'destination_prefix' or "
+                             "'mirror_prefix', not both '" +
+                             given->name + "' and '" + key.name + "'");
+    }
+    given = &key;
+  }
+  if (!given) return Status::Ok();
+  for (const auto& key : kDestinationKeys) (spec.*key.field).clear();
+  std::string value = n[given->name].as<std::string>();
+  const std::string field = where + "." + given->name;
+  if (given->field == &SyncImageSpec::destination) {
+    auto d = oci::ParseReference(value, false);
+    if (!d.ok()) return d.status().WithContext(field);
+  } else if (given->field == &SyncImageSpec::mirror_prefix) {
+    auto p = ParseMirrorPrefix(value);
+    if (!p.ok()) return p.status().WithContext(field);
+  }
+  spec.*given->field = std::move(value);
+  return Status::Ok();
+}
+
+// The destination key's value as the user wrote it (for failures before a reference exists).
+const std::string& DestinationText(const SyncImageSpec& spec) {
+  for (const auto& key : kDestinationKeys) {
+    if (!(spec.*key.field).empty()) return spec.*key.field;
+  }
+  return spec.destination;
+}
+
 Result<SyncConfig> ParseNode(const YAML::Node& root) {
   SyncConfig c;
   if (!root.IsMap()) return InvalidArgument("sync file must be a YAML mapping");
@@ -55,10 +104,9 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
 
   SyncImageSpec defaults;
   if (auto d = root["defaults"]) {
-    RC_RETURN_IF_ERROR(
-        CheckYamlKeys(d, {"destination_prefix", "platforms", "check_upstream"}, "defaults"));
-    if (d["destination_prefix"])
-      defaults.destination_prefix = d["destination_prefix"].as<std::string>();
+    RC_RETURN_IF_ERROR(CheckYamlKeys(
+        d, {"destination_prefix", "mirror_prefix", "platforms", "check_upstream"}, "defaults"));
+    RC_RETURN_IF_ERROR(ReadDestination(d, "defaults", defaults));
     if (d["platforms"]) {
       RC_ASSIGN_OR_RETURN(defaults.platforms, Platforms(d["platforms"], "defaults.platforms"));
     }
@@ -107,10 +155,11 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
   for (size_t i = 0; i < images.size(); ++i) {
     const YAML::Node& n = images[i];
     std::string where = "images[" + std::to_string(i) + "]";
-    RC_RETURN_IF_ERROR(CheckYamlKeys(n,
-                                     {"source", "tags", "tag_regex", "destination",
-                                      "destination_prefix", "platforms", "check_upstream"},
-                                     where));
+    RC_RETURN_IF_ERROR(
+        CheckYamlKeys(n,
+                      {"source", "tags", "tag_regex", "destination", "destination_prefix",
+                       "mirror_prefix", "platforms", "check_upstream"},
+                      where));
     SyncImageSpec spec = defaults;
     if (!n["source"]) return InvalidArgument(where + ": missing 'source'");
     spec.source = n["source"].as<std::string>();
@@ -141,15 +190,11 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
     if ((!spec.tags.empty() || !spec.tag_regex.empty()) && (!src->tag.empty() || src->digest)) {
       return InvalidArgument(where + ": source has a tag or digest; do not also give tags");
     }
-    if (n["destination"]) spec.destination = n["destination"].as<std::string>();
-    if (n["destination_prefix"])
-      spec.destination_prefix = n["destination_prefix"].as<std::string>();
-    if (spec.destination.empty() && spec.destination_prefix.empty()) {
-      return InvalidArgument(where + ": needs 'destination' or 'destination_prefix'");
-    }
-    if (!spec.destination.empty()) {
-      auto d = oci::ParseReference(spec.destination, false);
-      if (!d.ok()) return d.status().WithContext(where + ".destination");
+    RC_RETURN_IF_ERROR(ReadDestination(n, where, spec));
+    if (DestinationText(spec).empty()) {
+      return InvalidArgument(where +
+                             ": needs 'destination', 'destination_prefix' or 'mirror_prefix' "
+                             "(here or in defaults)");
     }
     if (n["platforms"]) {
       RC_ASSIGN_OR_RETURN(spec.platforms, Platforms(n["platforms"], where + ".platforms"));
@@ -161,6 +206,60 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
 }
 
 }  // namespace
+
+Result<MirrorPrefix> ParseMirrorPrefix(std::string_view text) {
+  std::string what = "mirror prefix '";
+  what.append(text).push_back('\'');
+  if (text.find("://") != std::string_view::npos) {
+    return InvalidArgument(what + ": give HOST[:PORT]/PATH, without a URL scheme");
+  }
+  while (!text.empty() && text.back() == '/') text.remove_suffix(1);
+  const size_t slash = text.find('/');
+  const std::string_view host = text.substr(0, slash);
+  const std::string_view path =
+      slash == std::string_view::npos ? std::string_view() : text.substr(slash + 1);
+  // A host the way image references tell one: a '.', a port, or localhost. Without it "cache"
+  // would be read as a Docker Hub repository.
+  if (host.find_first_of(".:") == std::string_view::npos && host != "localhost") {
+    return InvalidArgument(what +
+                           ": must start with a registry host, as in HOST[:PORT]/PATH "
+                           "(registry.example.com/cache, 127.0.0.1:5001/cache)");
+  }
+  if (!oci::IsValidRegistryHost(host)) {
+    return InvalidArgument(what + ": invalid registry host '" + std::string(host) + "'");
+  }
+  if (path.find_first_of(":@") != std::string_view::npos) {
+    return InvalidArgument(what + ": takes no tag or digest (the source's are used)");
+  }
+  if (!path.empty() && !oci::IsValidRepository(path)) {
+    return InvalidArgument(what + ": invalid path '" + std::string(path) +
+                           "' (components of [a-z0-9] separated by '.', '_', '__' or '-', "
+                           "joined by '/')");
+  }
+  return MirrorPrefix{oci::NormalizeRegistryHost(host), std::string(path)};
+}
+
+Result<oci::Reference> MirrorDestination(const MirrorPrefix& prefix, const oci::Reference& source) {
+  oci::Reference dst;
+  dst.registry = prefix.registry;
+  dst.repository = oci::MirrorRepository(prefix.path, source.registry, source.repository);
+  if (source.tag.empty()) {
+    dst.digest = source.digest;
+  } else {
+    dst.tag = source.tag;
+  }
+  if (dst.Name().size() > oci::kMaxNameLength) {
+    // Appended, not "literal" + Name(): GCC 12 -O2 warns falsely (-Wrestrict, PR 105651).
+    std::string message = "mirror destination '";
+    message.append(dst.Name()).append("' is longer than ");
+    message.append(std::to_string(oci::kMaxNameLength)).append(" characters; shorten the prefix");
+    return InvalidArgument(std::move(message));
+  }
+  // Otherwise checked as any reference is.
+  auto checked = oci::ParseReference(dst.String(), false);
+  if (!checked.ok()) return checked.status().WithContext("mirror destination");
+  return checked;
+}
 
 Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text) {
   // yaml-cpp reports errors by exception; this is config loading, not a request path, so they
@@ -193,7 +292,7 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
       auto tags = clients_.Get(src.registry, Role::kSource).ListTags(src.repository);
       if (!tags.ok()) {
         failures.push_back({src.Name() + " (tag_regex)",
-                            spec.destination + spec.destination_prefix,
+                            DestinationText(spec),
                             tags.status().WithContext("listing tags"),
                             {}});
         continue;
@@ -223,7 +322,11 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
       }
       std::string tag = item.source.tag.empty() ? "" : item.source.tag;
       std::string dest_text;
-      if (!spec.destination.empty()) {
+      Result<oci::Reference> dst = InvalidArgument("no destination");  // set by each branch
+      if (!spec.mirror_prefix.empty()) {
+        dest_text = spec.mirror_prefix;
+        dst = MirrorDestination(ParseMirrorPrefix(spec.mirror_prefix).value(), item.source);
+      } else if (!spec.destination.empty()) {
         auto d = oci::ParseReference(spec.destination, false).value();
         if ((!d.tag.empty() || d.digest) && idents.size() > 1) {
           failures.push_back({item.source.String(),
@@ -234,10 +337,11 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
         }
         dest_text = spec.destination;
         if (d.tag.empty() && !d.digest) dest_text += tag.empty() ? "" : ":" + tag;
+        dst = oci::ParseReference(dest_text, false);
       } else {
         dest_text = spec.destination_prefix + "/" + src.repository + (tag.empty() ? "" : ":" + tag);
+        dst = oci::ParseReference(dest_text, false);
       }
-      auto dst = oci::ParseReference(dest_text, false);
       if (!dst.ok()) {
         failures.push_back({item.source.String(), dest_text, dst.status(), {}});
         continue;

@@ -1,12 +1,14 @@
 // `regcache sync FILE`: keep a list of images mirrored. The file (YAML) names sources, tags (a
 // list or a regex over the source's tag list), destinations (a reference or a prefix), platforms,
-// and per-registry credentials and TLS settings; see docs/sync.md for the format.
+// and per-registry credentials and TLS settings; see docs/sync.md for the format. Also the mirror
+// prefix shared with `regcache ensure --mirror`.
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -15,12 +17,31 @@
 
 namespace regcache::copy {
 
+// Where `regcache ensure --mirror PREFIX` and sync's `mirror_prefix` write: "host[:port]/path",
+// e.g. "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cache" or "127.0.0.1:5001/cache".
+struct MirrorPrefix {
+  std::string registry;  // normalized host[:port] (Docker Hub aliases are docker.io)
+  std::string path;      // repository path under the registry; may be empty
+};
+
+// kInvalidArgument saying what is wrong: a URL scheme, a first component that is not a registry
+// host, an invalid path, a tag or digest.
+Result<MirrorPrefix> ParseMirrorPrefix(std::string_view text);
+
+// Where `source` goes under `prefix`: repository oci::MirrorRepository(path, source registry,
+// source repository) on the prefix's registry, the layout the backing tier of `regcache serve`
+// reads; the source's tag, or its digest when it has no tag. kInvalidArgument when the name
+// comes out too long.
+Result<oci::Reference> MirrorDestination(const MirrorPrefix& prefix, const oci::Reference& source);
+
 struct SyncImageSpec {
   std::string source;
   std::vector<std::string> tags;
   std::string tag_regex;
+  // Exactly one of the three destination keys is set.
   std::string destination;         // full reference (repo, or repo:tag for a single tag)
-  std::string destination_prefix;  // <prefix>/<source repository>:<tag>
+  std::string destination_prefix;  // <prefix>/<source repository>:<tag> (flat, older layout)
+  std::string mirror_prefix;       // MirrorDestination: <prefix>/<source registry>/<repository>
   std::vector<oci::Platform> platforms;
   bool check_upstream = false;
 };
@@ -41,7 +62,8 @@ struct SyncConfig {
 };
 
 // Parses the YAML text. kInvalidArgument naming the field (and image index) on any problem:
-// unknown keys, bad references, bad regex, bad platform, bad durations, no destination.
+// unknown keys, bad references, bad regex, bad platform, bad durations, bad mirror prefix, no
+// destination or more than one of destination, destination_prefix and mirror_prefix.
 Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text);
 
 struct SyncItem {

@@ -43,11 +43,25 @@ images:
   EXPECT_TRUE(c->images[1].check_upstream);
 }
 
+// Each input must fail with kInvalidArgument and a message containing `mentions`.
+struct BadInput {
+  std::string text;
+  const char* mentions;
+};
+
+template <typename Parse>
+void ExpectAllInvalid(const std::vector<BadInput>& cases, Parse parse) {
+  for (const auto& c : cases) {
+    auto r = parse(c.text);
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << c.text;
+    EXPECT_NE(r.status().message().find(c.mentions), std::string::npos)
+        << c.text << " -> " << r.status().message();
+  }
+}
+
 TEST(SyncConfigTest, RejectsBadInputNamingTheField) {
-  struct Case {
-    const char* yaml;
-    const char* mentions;
-  } cases[] = {
+  const std::vector<BadInput> cases = {
       {"images: []", "images"},
       {"- a\n- b", "mapping"},
       {"images: [{source: ruby}]", "destination"},
@@ -65,13 +79,7 @@ TEST(SyncConfigTest, RejectsBadInputNamingTheField) {
       {"images: [{source: ruby, destination: x.io/r}", "sync file"},
       {"parallel: 0\nimages: [{source: ruby, destination: x.io/r}]", "parallel"},
   };
-  for (const auto& c : cases) {
-    auto r = ParseSyncConfig(c.yaml);
-    ASSERT_FALSE(r.ok()) << c.yaml;
-    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << c.yaml;
-    EXPECT_NE(r.status().message().find(c.mentions), std::string::npos)
-        << c.yaml << " -> " << r.status().message();
-  }
+  ExpectAllInvalid(cases, ParseSyncConfig);
 }
 
 // A deeply nested tag_regex overflowed the stack inside std::regex's recursive compiler (a
@@ -83,6 +91,166 @@ TEST(SyncConfigTest, RefusesOverlongTagRegex) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("images[0].tag_regex"), std::string::npos)
       << r.status().message();
+}
+
+TEST(MirrorPrefixTest, ParsesHostAndPath) {
+  struct Case {
+    const char* text;
+    const char* registry;
+    const char* path;
+  } cases[] = {
+      {"123456789012.dkr.ecr.eu-west-1.amazonaws.com/cache",
+       "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "cache"},
+      {"127.0.0.1:5001/cache/team-a/", "127.0.0.1:5001", "cache/team-a"},
+      {"localhost:5000", "localhost:5000", ""},  // the registry's root
+      {"Registry-1.Docker.io/myorg", "docker.io", "myorg"},
+  };
+  for (const auto& c : cases) {
+    auto p = ParseMirrorPrefix(c.text);
+    ASSERT_TRUE(p.ok()) << c.text << ": " << p.status().ToString();
+    EXPECT_EQ(p->registry, c.registry) << c.text;
+    EXPECT_EQ(p->path, c.path) << c.text;
+  }
+}
+
+TEST(MirrorPrefixTest, RejectsWhatIsNotHostAndPath) {
+  const std::vector<BadInput> cases = {
+      {"", "registry host"},
+      {"cache", "registry host"},  // would be a Docker Hub repository
+      {"myorg/cache", "registry host"},
+      {"/cache", "registry host"},
+      {"http://127.0.0.1:5001/cache", "URL scheme"},
+      {"127.0.0.1:99999/cache", "invalid registry host"},
+      {"127.0.0.1:5001/cache:v1", "no tag or digest"},
+      {"x.io/c@sha256:ab", "no tag or digest"},
+      {"x.io/Cache", "invalid path"},
+      {"x.io//cache", "invalid path"},
+      {"x.io/ca che", "invalid path"},
+  };
+  ExpectAllInvalid(cases, ParseMirrorPrefix);
+}
+
+TEST(MirrorPrefixTest, DestinationIsTheBackingLayoutWithTheSourceTagOrDigest) {
+  auto prefix = ParseMirrorPrefix("127.0.0.1:5001/cache").value();
+  auto ruby = MirrorDestination(prefix, oci::ParseReference("ruby:3.3").value());
+  ASSERT_TRUE(ruby.ok()) << ruby.status().ToString();
+  EXPECT_EQ(ruby->String(), "127.0.0.1:5001/cache/docker.io/library/ruby:3.3");
+
+  auto local = MirrorDestination(prefix, oci::ParseReference("localhost:5000/lib/app:v1").value());
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  EXPECT_EQ(local->registry, "127.0.0.1:5001");
+  EXPECT_EQ(local->repository, "cache/localhost-5000/lib/app");
+  EXPECT_EQ(local->tag, "v1");
+
+  std::string digest = "sha256:";
+  digest.append(64, 'a');
+  auto pinned = MirrorDestination(prefix, oci::ParseReference("ghcr.io/org/app@" + digest).value());
+  ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
+  EXPECT_EQ(pinned->String(), "127.0.0.1:5001/cache/ghcr.io/org/app@" + digest);
+  // A tag and a digest: the tag names the copy (as for a DST without a tag).
+  auto both = MirrorDestination(prefix, oci::ParseReference("ruby:3.3@" + digest).value());
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  EXPECT_EQ(both->String(), "127.0.0.1:5001/cache/docker.io/library/ruby:3.3");
+
+  auto root = MirrorDestination(ParseMirrorPrefix("x.io").value(),
+                                oci::ParseReference("quay.io/a/b:1").value());
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  EXPECT_EQ(root->String(), "x.io/quay.io/a/b:1");
+
+  // Source names near the limit overflow it once prefixed: an error, not a bad request later.
+  std::string long_name = "x.io/";
+  long_name.append(240, 'a').append(":1");
+  auto long_src = oci::ParseReference(long_name).value();
+  auto too_long = MirrorDestination(prefix, long_src);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(too_long.status().message().find("255"), std::string::npos)
+      << too_long.status().message();
+}
+
+TEST(SyncConfigTest, MirrorPrefixPerImageAndInDefaults) {
+  auto c = ParseSyncConfig(R"(
+defaults: {mirror_prefix: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cache"}
+images:
+  - source: ruby
+    tags: ["3.3"]
+  - source: alpine
+    destination_prefix: registry.example.com/flat
+  - source: ghcr.io/org/app:v1
+    destination: registry.example.com/apps/app:v1
+  - source: quay.io/org/tool
+    mirror_prefix: 127.0.0.1:5001/other
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->images.size(), 4u);
+  EXPECT_EQ(c->images[0].mirror_prefix, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cache");
+  EXPECT_EQ(c->images[0].destination_prefix, "");
+  // A per-image key replaces the default, whichever of the three it is.
+  EXPECT_EQ(c->images[1].destination_prefix, "registry.example.com/flat");
+  EXPECT_EQ(c->images[1].mirror_prefix, "");
+  EXPECT_EQ(c->images[2].destination, "registry.example.com/apps/app:v1");
+  EXPECT_EQ(c->images[2].mirror_prefix, "");
+  EXPECT_EQ(c->images[3].mirror_prefix, "127.0.0.1:5001/other");
+
+  // Defaults with destination_prefix, an image with mirror_prefix: the image's wins.
+  c = ParseSyncConfig(R"(
+defaults: {destination_prefix: registry.example.com/flat}
+images: [{source: ruby, mirror_prefix: registry.example.com/cache}]
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->images[0].mirror_prefix, "registry.example.com/cache");
+  EXPECT_EQ(c->images[0].destination_prefix, "");
+}
+
+TEST(SyncConfigTest, MirrorPrefixErrorsNameTheField) {
+  const std::vector<BadInput> cases = {
+      {"images: [{source: ruby, mirror_prefix: cache}]", "images[0].mirror_prefix"},
+      {"images: [{source: ruby, mirror_prefix: 'http://x.io/cache'}]", "URL scheme"},
+      {"images: [{source: ruby, mirror_prefix: 'x.io/cache:v1'}]", "no tag or digest"},
+      {"defaults: {mirror_prefix: 'x.io/Cache'}\nimages: [{source: ruby}]",
+       "defaults.mirror_prefix"},
+      {"images: [{source: ruby, mirror_prefix: x.io/c, destination_prefix: x.io/d}]",
+       "images[0]: give one of"},
+      {"images: [{source: ruby, mirror_prefix: x.io/c, destination: x.io/r}]",
+       "not both 'destination' and 'mirror_prefix'"},
+      {"images: [{source: ruby, destination: x.io/r, destination_prefix: x.io/d}]",
+       "not both 'destination' and 'destination_prefix'"},
+      {"defaults: {mirror_prefix: x.io/c, destination_prefix: x.io/d}\nimages: [{source: "
+       "ruby}]",
+       "defaults: give one of"},
+      {"defaults: {platforms: [linux/amd64]}\nimages: [{source: ruby}]", "mirror_prefix"},
+      {"images: [{source: ruby, mirror_prefix: ''}]", "images[0].mirror_prefix"},
+      {"images: [{source: ruby, destination_prefix: ''}]", "needs 'destination'"},
+  };
+  ExpectAllInvalid(cases, ParseSyncConfig);
+}
+
+TEST(SyncRunnerTest, ExpandsMirrorPrefixIntoTheBackingLayout) {
+  auto c = ParseSyncConfig(R"(
+images:
+  - source: ruby
+    tags: ["3.3", "3.3-slim"]
+    mirror_prefix: 127.0.0.1:5001/cache
+  - source: localhost:5000/lib/app:v1
+    mirror_prefix: 127.0.0.1:5001/cache
+  - source: ruby
+    tags: ["3.3"]
+    destination_prefix: 127.0.0.1:5001/flat
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ClientPool pool(upstream::ClientOptions{});
+  SyncRunner runner(pool, *c);
+  std::vector<SyncOutcome> failures;
+  auto items = runner.Expand(failures);  // tags are listed: no request is made
+  EXPECT_TRUE(failures.empty());
+  std::vector<std::string> destinations;
+  for (const auto& item : items) destinations.push_back(item.destination.String());
+  EXPECT_EQ(destinations, (std::vector<std::string>{
+                              "127.0.0.1:5001/cache/docker.io/library/ruby:3.3",
+                              "127.0.0.1:5001/cache/docker.io/library/ruby:3.3-slim",
+                              "127.0.0.1:5001/cache/localhost-5000/lib/app:v1",
+                              "127.0.0.1:5001/flat/library/ruby:3.3",  // the older flat layout
+                          }));
 }
 
 TEST(SyncConfigTest, Durations) {

@@ -1,12 +1,15 @@
 """regcache ensure against real docker-registry instances, skopeo as the reference client."""
 
+import base64
+import hashlib
 import json
 import os
 import stat
 import subprocess
+import time
 import unittest
 
-from fixtures import inspect_raw, push
+from fixtures import OCI_INDEX, OCI_MANIFEST, inspect_raw, push
 from regtest import RegistryTestCase, run_parallel, run_regcache
 
 MIB = 1 << 20
@@ -304,6 +307,105 @@ class EnsureTest(RegistryTestCase):
         self.assertIn("does not exist", r.stderr)
         self.assertIn("create it first", r.stderr)
         self.assertEqual(src_proxy.requests("GET", "/manifests/"), [], "no source pull for a doomed copy")
+
+    def test_mirror_writes_prefix_registry_repository_byte_exact(self):
+        # The layout the backing tier of `regcache serve` reads: PREFIX/<registry>/<repository>,
+        # the source registry's port written as "-<port>".
+        src = self.registry("src")
+        dst = self.registry("dst", auth=("htpasswd", {"ci": "pw"}))
+        digest = self.seeded(src)
+        src_ref = "%s/lib/app:v1" % src.host
+        repo = "cache/127.0.0.1-%d/lib/app" % src.port
+        mirror_ref = "%s/%s:v1" % (dst.host, repo)
+        r = run_regcache("ensure", src_ref, "--mirror", dst.host + "/cache", "--dest-creds", "ci:pw",
+                         "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertTrue(out["copied"])
+        self.assertEqual(out["destination"], mirror_ref + "@" + digest)
+        self.assertEqual(out["destination_digest"], digest)
+
+        # Asked of the registry itself: that one repository, the tag's bytes hash to the source's
+        # digest, and so do the children's.
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ci:pw").decode()}
+        st, _, body = dst.api("GET", "/v2/_catalog", headers=auth)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(json.loads(body)["repositories"], [repo])
+        st, h, body = dst.api("GET", "/v2/%s/manifests/v1" % repo,
+                              headers=dict(auth, Accept=OCI_INDEX + ", " + OCI_MANIFEST))
+        self.assertEqual(st, 200, body)
+        self.assertEqual(h["docker-content-digest"], digest)
+        self.assertEqual("sha256:" + hashlib.sha256(body).hexdigest(), digest)
+        self.assert_same_image(src_ref, mirror_ref, dst_creds="ci:pw")
+
+        # Again: present, nothing asked of the source; plain output is the mirror reference.
+        before = len(src.requests())
+        r = run_regcache("ensure", src_ref, "--mirror", dst.host + "/cache/", "--dest-creds", "ci:pw")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, mirror_ref + "@" + digest + "\n")
+        self.assertEqual(len(src.requests()), before)
+        # A source by digest lands in the same repository by digest.
+        r = run_regcache("ensure", "%s/lib/app@%s" % (src.host, digest), "--mirror", dst.host + "/cache",
+                         "--dest-creds", "ci:pw")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "%s/%s@%s\n" % (dst.host, repo, digest))
+
+    def test_serve_backing_tier_and_ensure_mirror_share_one_layout(self):
+        # What `ensure --mirror` writes, a node of `regcache serve --backing` on an empty disk
+        # serves without a GET at the source; what the node writes through, ensure finds present.
+        src = self.registry("src")
+        backing = self.registry("backing")
+        digest = self.seeded(src)
+        r = run_regcache("ensure", "%s/lib/app:v1" % src.host, "--mirror", backing.host + "/cache")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        def content_gets():  # manifests and blobs; the /v2/ ping is no pull
+            return [p for m, p, _ in src.requests() if m == "GET" and ("/manifests/" in p or "/blobs/" in p)]
+
+        gets_before = content_gets()
+        node = self.regcache([{"name": "src", "url": "http://" + src.host}],
+                             extra="backing: 'http://%s/cache'\n" % backing.host)
+        out = os.path.join(self.work, "pulled")
+        pull = subprocess.run(["skopeo", "copy", "--all", "-q", "--src-tls-verify=false",
+                               "docker://%s/lib/app:v1" % node.host, "oci:%s:v1" % out],
+                              capture_output=True, text=True, timeout=300)
+        self.assertEqual(pull.returncode, 0, pull.stderr)
+        with open(os.path.join(out, "index.json")) as f:
+            self.assertEqual(json.load(f)["manifests"][0]["digest"], digest)
+        self.assertEqual(content_gets(), gets_before)
+
+        v2 = self.seeded(src, tag="v2", seed=2)
+        pull = subprocess.run(["skopeo", "copy", "--all", "-q", "--src-tls-verify=false",
+                               "docker://%s/lib/app:v2" % node.host, "oci:%s:v2" % out],
+                              capture_output=True, text=True, timeout=300)
+        self.assertEqual(pull.returncode, 0, pull.stderr)
+        tag_path = "/v2/cache/127.0.0.1-%d/lib/app/manifests/v2" % src.port
+        deadline = time.time() + 60
+        while backing.api("HEAD", tag_path, headers={"Accept": OCI_INDEX})[0] != 200:
+            self.assertLess(time.time(), deadline, "the node never wrote v2 through")
+            time.sleep(0.2)
+        src.stop()  # the tag goes last: the image is all there, and ensure must not need the source
+        r = run_regcache("ensure", "%s/lib/app:v2" % src.host, "--mirror", backing.host + "/cache",
+                         "--json", *FAST)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        res = json.loads(r.stdout)
+        self.assertEqual((res["copied"], res["reason"], res["destination_digest"]), (False, "present", v2))
+
+    def test_mirror_bad_input_writes_nothing(self):
+        dst = self.registry("dst")
+        cases = [
+            (["ruby:3.3", dst.host + "/m/ruby:3.3", "--mirror", dst.host + "/cache"], "not both"),
+            (["ruby:3.3", "--mirror", "cache"], "registry host"),
+            (["ruby:3.3", "--mirror", "http://%s/cache" % dst.host], "URL scheme"),
+            (["ruby:3.3", "--mirror", dst.host + "/cache:v1"], "no tag or digest"),
+            (["ruby:3.3", "--mirror", dst.host + "/Cache"], "invalid path"),
+        ]
+        for args, text in cases:
+            r = run_regcache("ensure", *args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(text, r.stderr, args)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+            self.assertEqual(r.stdout, "")
+        self.assertEqual(dst.requests(), [])
 
     def test_bad_input_and_unreachable_hosts(self):
         cases = [

@@ -1,5 +1,7 @@
 """regcache sync: a YAML list of images kept mirrored, against real docker-registry instances."""
 
+import base64
+import hashlib
 import json
 import os
 import threading
@@ -82,6 +84,52 @@ images:
         copied = [row for row in rows if row.get("copied")]
         self.assertEqual(len(copied), 1)
         self.assertEqual(copied[0]["destination_digest"], digest)
+
+    def test_mirror_prefix_writes_the_layout_ensure_mirror_writes(self):
+        # defaults.mirror_prefix for two images, the older flat destination_prefix for a third.
+        path = self.write("""
+registries:
+  %(dst)s: {username: ci, password: pw}
+defaults: {mirror_prefix: %(dst)s/cache}
+images:
+  - source: %(src)s/library/ruby
+    tags: ["3.3"]
+  - source: %(src)s/tools/app
+    tag_regex: '^v1\\.[0-9]+$'
+  - source: %(src)s/library/ruby:3.2
+    destination_prefix: %(dst)s/flat
+""" % {"src": self.src.host, "dst": self.dst.host})
+        r = run_regcache("sync", path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("4 copied, 0 already present, 0 failed", r.stdout)
+        under = "cache/127.0.0.1-%d/" % self.src.port
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ci:pw").decode()}
+        st, _, body = self.dst.api("GET", "/v2/_catalog", headers=auth)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(sorted(json.loads(body)["repositories"]),
+                         [under + "library/ruby", under + "tools/app", "flat/library/ruby"])
+        for repo, tag, dest in [("library/ruby", "3.3", under + "library/ruby:3.3"),
+                                ("tools/app", "v1.0", under + "tools/app:v1.0"),
+                                ("tools/app", "v1.1", under + "tools/app:v1.1"),
+                                ("library/ruby", "3.2", "flat/library/ruby:3.2")]:
+            self.assertIn("%s/%s" % (self.dst.host, dest), r.stdout)
+            raw = inspect_raw("%s/%s" % (self.dst.host, dest), creds="ci:pw")
+            self.assertEqual(raw, inspect_raw("%s/%s:%s" % (self.src.host, repo, tag)), dest)
+            self.assertEqual("sha256:" + hashlib.sha256(raw).hexdigest(), self.digests[(repo, tag)])
+
+        # `ensure --mirror` with the same prefix finds what sync wrote: one layout.
+        r = run_regcache("ensure", "%s/tools/app:v1.1" % self.src.host, "--mirror",
+                         self.dst.host + "/cache", "--dest-creds", "ci:pw", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual((out["copied"], out["reason"]), (False, "present"))
+        self.assertEqual(out["destination"], "%s/%stools/app:v1.1@%s"
+                         % (self.dst.host, under, self.digests[("tools/app", "v1.1")]))
+
+        bad = self.write("images: [{source: ruby, mirror_prefix: x.io/c, destination: x.io/r}]")
+        r = run_regcache("sync", bad)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("images[0]: give one of", r.stderr)
 
     def test_sync_continues_past_failures_and_exits_non_zero(self):
         path = self.write("""
