@@ -38,7 +38,14 @@ void CheckSyncConfig(const std::string& yaml) {
   FUZZ_CHECK(!c->images.empty());
   for (const auto& image : c->images) {
     FUZZ_CHECK(regcache::oci::ParseReference(image.source, false).ok());
-    FUZZ_CHECK(!image.destination.empty() || !image.destination_prefix.empty());
+    int destinations = 0;
+    for (const auto* d : {&image.destination, &image.destination_prefix, &image.mirror_prefix}) {
+      if (!d->empty()) ++destinations;
+    }
+    FUZZ_CHECK(destinations == 1);
+    if (!image.mirror_prefix.empty()) {
+      FUZZ_CHECK(regcache::copy::ParseMirrorPrefix(image.mirror_prefix).ok());
+    }
     FUZZ_CHECK(image.tags.empty() || image.tag_regex.empty());
     for (const auto& tag : image.tags) FUZZ_CHECK(regcache::oci::IsValidTag(tag));
   }
