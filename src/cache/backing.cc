@@ -195,7 +195,9 @@ void Backing::Loop() {
       if (waiting_.empty()) {
         cv_.wait(lock);
       } else {
-        cv_.wait_until(lock, waiting_.begin()->first);
+        // A copy: wait_until holds a reference, and the entry may go while this thread sleeps.
+        const auto until = waiting_.begin()->first;
+        cv_.wait_until(lock, until);
       }
       continue;
     }
