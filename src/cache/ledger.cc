@@ -163,6 +163,12 @@ bool BlobLedger::Contains(const oci::Digest& digest) {
   return Find(digest) != nullptr;
 }
 
+std::optional<uint64_t> BlobLedger::SizeOf(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Entry* e = Find(digest);
+  return e ? std::optional<uint64_t>(e->size) : std::nullopt;
+}
+
 uint64_t BlobLedger::bytes() {
   std::lock_guard<std::mutex> lock(mu_);
   return bytes_;

@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -40,6 +41,8 @@ class BlobLedger {
   void Touched(const oci::Digest& digest);
   void Removed(const oci::Digest& digest);
   bool Contains(const oci::Digest& digest);
+  // The committed size of a stored blob, nullopt if the ledger does not hold it.
+  std::optional<uint64_t> SizeOf(const oci::Digest& digest);
 
   uint64_t bytes();
   uint64_t blobs();

@@ -511,7 +511,13 @@ Result<BlobLookup> PullThroughCache::LookupBlob(Upstream& up, const std::string&
     }
     hot_.PutLink(key, *link);
   }
-  RC_ASSIGN_OR_RETURN(auto stored, blobs_.Stat(digest));
+  std::optional<uint64_t> stored;
+  // A HEAD is answered from the ledger without a stat(2) when it holds the blob. Should the
+  // blob be evicted meanwhile, the GET that follows fetches it again: same bytes, same size.
+  if (head && ledger_) stored = ledger_->SizeOf(digest);
+  if (!stored) {
+    RC_ASSIGN_OR_RETURN(stored, blobs_.Stat(digest));
+  }
   if (stored) {
     out.state = LookupState::kHit;
     out.size = *stored;

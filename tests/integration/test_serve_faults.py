@@ -649,6 +649,34 @@ class ServeFaultsTest(RegistryTestCase):
                 for leak in ("127.0.0.1:%d" % proxy.port, "127.0.0.1:%d" % hub.port, "http://"):
                     self.assertNotIn(leak, text)
 
+    def test_18_idle_and_slow_header_connections_close_after_idle_timeout(self):
+        hub = self.registry("hub")
+        img = self.seed(hub)
+        rc = self.serve(hub.host, extra="idle_timeout: 1s\n")
+        self.assert_pulls(rc, img)
+        idle = socket.create_connection(("127.0.0.1", rc.port), timeout=5)
+        used = socket.create_connection(("127.0.0.1", rc.port), timeout=5)
+        used.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(used.recv(4096).startswith(b"HTTP/1.1 200"))
+        slow = socket.create_connection(("127.0.0.1", rc.port), timeout=5)
+        t0 = time.time()
+        for _ in range(6):  # a header trickling in, byte by byte: never completes in time
+            try:
+                slow.sendall(b"X")
+            except OSError:
+                break
+            time.sleep(0.4)
+        for name, s in (("idle", idle), ("after a request", used), ("slow header", slow)):
+            s.settimeout(3)
+            try:
+                data = s.recv(64)
+            except ConnectionError:
+                data = b""
+            self.assertEqual(data, b"", "%s connection closed by the server" % name)
+            s.close()
+        self.assertLess(time.time() - t0, 5)
+        self.assert_pulls(rc, img)
+
 
 if __name__ == "__main__":
     unittest.main()
