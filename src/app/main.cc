@@ -330,6 +330,12 @@ int main(int argc, char** argv) {
   serve->add_option("--tag-ttl", serve_ttl,
                     "how long a tag is served without asking upstream (e.g. 5m)");
   serve->add_flag("--no-access-log", no_access_log, "do not log every request");
+  std::string serve_check_config;
+  serve
+      ->add_option("--check-config", serve_check_config,
+                   "validate a config file (with the other flags applied) and exit: 0 if "
+                   "regcache serve would start with it, else 2 naming the bad key")
+      ->check(CLI::ExistingFile);
   std::string serve_backing;
   serve->add_option("--backing", serve_backing,
                     "shared backing registry and prefix, e.g. https://123456789012.dkr.ecr."
@@ -353,6 +359,12 @@ int main(int argc, char** argv) {
   if (ensure->parsed()) return RunEnsure(ef, common);
   if (sync->parsed()) return RunSync(sf, common);
   if (serve->parsed()) {
+    if (!serve_check_config.empty()) {
+      if (!serve_config_file.empty() && serve_config_file != serve_check_config) {
+        return ReportFailure(regcache::InvalidArgument("give --config or --check-config, not both"));
+      }
+      serve_config_file = serve_check_config;
+    }
     if (!serve_config_file.empty()) {
       std::ifstream in(serve_config_file);
       std::stringstream ss;
@@ -389,6 +401,12 @@ int main(int argc, char** argv) {
       auto b = ParseBackingUrl(serve_backing);
       if (!b.ok()) return ReportFailure(b.status().WithContext("--backing"));
       serve_config.backing = std::move(*b);
+    }
+    if (!serve_check_config.empty()) {
+      regcache::Status s = CheckServeConfig(serve_config);
+      if (!s.ok()) return ReportFailure(s.WithContext(serve_check_config));
+      std::printf("%s: ok\n", serve_check_config.c_str());
+      return kExitOk;
     }
     return RunServe(serve_config);
   }

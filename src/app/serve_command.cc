@@ -16,6 +16,21 @@
 
 namespace regcache::app {
 
+Status CheckServeConfig(const ServeConfig& config) {
+  cache::Metrics metrics;
+  auto upstreams = cache::UpstreamSet::Create(config.upstreams, config.default_upstream, &metrics,
+                                              "", config.policy);
+  if (!upstreams.ok()) return upstreams.status();
+  (*upstreams)->Shutdown();
+  if (config.backing) {
+    auto credentials = std::make_shared<upstream::CredentialResolver>("");
+    auto client = cache::NewServeClient(config.backing->registry, credentials, config.policy,
+                                        nullptr, std::make_shared<std::atomic<bool>>(false), true);
+    if (!client.ok()) return client.status().WithContext("backing");
+  }
+  return Status::Ok();
+}
+
 int RunServe(const ServeConfig& config) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");

@@ -8,4 +8,8 @@ namespace regcache::app {
 // Runs until SIGTERM/SIGINT. Returns the process exit code.
 int RunServe(const ServeConfig& config);
 
+// Everything RunServe would refuse at start, without binding, opening the data directory or
+// contacting anything: upstream and backing URLs, duplicate names, the default upstream.
+Status CheckServeConfig(const ServeConfig& config);
+
 }  // namespace regcache::app

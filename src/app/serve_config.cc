@@ -21,9 +21,17 @@ Status LoadCount(const YAML::Node& root, const char* key, size_t* out) {
 template <typename Duration>
 Status LoadDuration(const YAML::Node& root, const char* key, Duration* out) {
   if (!root[key]) return Status::Ok();
-  RC_ASSIGN_OR_RETURN(auto ms, copy::ParseDurationMs(root[key].as<std::string>()));
-  *out = std::chrono::duration_cast<Duration>(ms);
+  auto ms = copy::ParseDurationMs(root[key].as<std::string>());
+  if (!ms.ok()) return ms.status().WithContext(key);
+  *out = std::chrono::duration_cast<Duration>(*ms);
   return Status::Ok();
+}
+
+// A duration in whole seconds at `node`, the error naming `key`.
+Result<std::chrono::seconds> SecondsAt(const YAML::Node& node, const std::string& key) {
+  auto d = copy::ParseDuration(node.as<std::string>());
+  if (!d.ok()) return d.status().WithContext(key);
+  return d;
 }
 
 // How regcache treats its upstreams and clients when things go wrong (docs/serve.md).
@@ -48,7 +56,7 @@ Status LoadPolicy(const YAML::Node& root, ServeConfig* c) {
                            .WithContext("max_size"));
   }
   if (root["metadata_retention"]) {
-    RC_ASSIGN_OR_RETURN(auto r, copy::ParseDuration(root["metadata_retention"].as<std::string>()));
+    RC_ASSIGN_OR_RETURN(auto r, SecondsAt(root["metadata_retention"], "metadata_retention"));
     if (r.count() < 3600) return InvalidArgument("metadata_retention must be at least 1h");
     c->storage.retention = std::chrono::duration_cast<std::chrono::hours>(r);
   }
@@ -107,11 +115,11 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (root["log_level"]) c->log_level = root["log_level"].as<std::string>();
   if (root["shutdown_grace"]) {
     RC_ASSIGN_OR_RETURN(c->server.shutdown_grace,
-                        copy::ParseDuration(root["shutdown_grace"].as<std::string>()));
+                        SecondsAt(root["shutdown_grace"], "shutdown_grace"));
   }
   if (root["idle_timeout"]) {
     RC_ASSIGN_OR_RETURN(c->server.idle_timeout,
-                        copy::ParseDuration(root["idle_timeout"].as<std::string>()));
+                        SecondsAt(root["idle_timeout"], "idle_timeout"));
   }
   if (c->server.io_threads < 1 || c->server.worker_threads < 1) {
     return InvalidArgument("thread counts must be at least 1");
@@ -134,7 +142,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
       if (n["insecure"]) u.insecure = n["insecure"].as<bool>();
       if (n["ca_file"]) u.ca_file = n["ca_file"].as<std::string>();
       if (n["tag_ttl"]) {
-        RC_ASSIGN_OR_RETURN(u.tag_ttl, copy::ParseDuration(n["tag_ttl"].as<std::string>()));
+        RC_ASSIGN_OR_RETURN(u.tag_ttl, SecondsAt(n["tag_ttl"], where + ".tag_ttl"));
       }
       if (auto rules = n["ttl_rules"]) {
         if (!rules.IsSequence()) return InvalidArgument(where + ".ttl_rules must be a list");
@@ -142,7 +150,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
           RC_RETURN_IF_ERROR(copy::CheckYamlKeys(r, {"pattern", "ttl"}, where + ".ttl_rules"));
           if (!r["pattern"] || !r["ttl"])
             return InvalidArgument(where + ".ttl_rules entries need pattern and ttl");
-          RC_ASSIGN_OR_RETURN(auto ttl, copy::ParseDuration(r["ttl"].as<std::string>()));
+          RC_ASSIGN_OR_RETURN(auto ttl, SecondsAt(r["ttl"], where + ".ttl_rules.ttl"));
           u.ttl_rules.push_back({r["pattern"].as<std::string>(), ttl});
         }
       }

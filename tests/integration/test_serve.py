@@ -14,7 +14,7 @@ import unittest
 from collections import Counter
 
 from fixtures import push
-from regtest import RegistryTestCase, run_parallel
+from regtest import RegistryTestCase, run_parallel, run_regcache
 
 MIB = 1 << 20
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -363,6 +363,29 @@ class ServeTest(RegistryTestCase):
         self.assertEqual(m['regcache_upstream_requests_total{upstream="hub",method="GET",status="200"}'], 4)
         self.assertEqual(m['regcache_upstream_requests_total{upstream="hub",method="GET",status="404"}'], 1)
         self.assertGreaterEqual(m["regcache_bytes_served_total"], len(full) + 15)
+
+    def test_check_config_names_the_bad_key_and_starts_nothing(self):
+        def check(text):
+            path = os.path.join(self.work, "c%d.yaml" % time.time_ns())
+            with open(path, "w") as f:
+                f.write(text)
+            return run_regcache("serve", "--check-config", path, timeout=30)
+
+        good = check("listen: 127.0.0.1:1\nupstreams:\n  - {name: hub, url: 'http://127.0.0.1:1'}\n"
+                     "backing: 'http://127.0.0.1:2/cache'\n")
+        self.assertEqual((good.returncode, good.stdout.strip().endswith(": ok")), (0, True), good.stderr)
+        for text, words in (("colour: red\n", "unknown key 'colour'"),
+                            ("upstreams:\n  - {name: hub, url: 'ftp://x'}\n", "upstream 'hub'"),
+                            ("negative_ttl: soon\n", "negative_ttl"),
+                            ("backing: 'registry.example.com/cache'\n", "backing URL"),
+                            ("default_upstream: nowhere\n", "default upstream 'nowhere'")):
+            r = check(text)
+            self.assertEqual(r.returncode, 2, text)
+            self.assertIn(words, r.stderr, text)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        packaged = os.path.join(os.path.dirname(__file__), "..", "..", "packaging", "serve.yaml")
+        r = run_regcache("serve", "--check-config", packaged, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_bad_input_gets_oci_errors_and_writes_nothing(self):
         hub = self.registry("hub")
