@@ -365,43 +365,46 @@ int main(int argc, char** argv) {
       }
       serve_config_file = serve_check_config;
     }
-    if (!serve_config_file.empty()) {
-      std::ifstream in(serve_config_file);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      auto s = LoadServeConfig(ss.str(), &serve_config);
-      if (!s.ok()) return ReportFailure(s.WithContext(serve_config_file));
-    }
-    if (!serve_listen.empty()) {
-      auto s = ParseListen(serve_listen, &serve_config.server);
-      if (!s.ok()) return ReportFailure(s);
-    }
-    if (!serve_data_dir.empty()) serve_config.data_dir = serve_data_dir;
-    if (!serve_upstreams.empty()) {
-      serve_config.upstreams.clear();
-      for (const auto& u : serve_upstreams) {
-        auto parsed = ParseUpstreamFlag(u);
-        if (!parsed.ok()) return ReportFailure(parsed.status());
-        serve_config.upstreams.push_back(*parsed);
+    // The file, then the flags over it: at start, and again on SIGHUP (live reload).
+    auto load = [=](ServeConfig* c) -> regcache::Status {
+      *c = ServeConfig{};
+      if (!serve_config_file.empty()) {
+        std::ifstream in(serve_config_file);
+        if (!in) return regcache::IoError("cannot read " + serve_config_file);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        RC_RETURN_IF_ERROR(LoadServeConfig(ss.str(), c).WithContext(serve_config_file));
       }
-      serve_config.default_upstream = serve_config.upstreams[0].name;
-    }
-    if (!serve_default.empty()) serve_config.default_upstream = serve_default;
-    if (!serve_ttl.empty()) {
-      auto ttl = regcache::copy::ParseDuration(serve_ttl);
-      if (!ttl.ok()) return ReportFailure(ttl.status().WithContext("--tag-ttl"));
-      for (auto& u : serve_config.upstreams) u.tag_ttl = *ttl;
-    }
-    if (no_access_log) serve_config.server.access_log = false;
-    if (!serve_max_size.empty()) {
-      auto s = regcache::cache::ParseStorageSize(serve_max_size, &serve_config.storage);
-      if (!s.ok()) return ReportFailure(s.WithContext("--max-size"));
-    }
-    if (!serve_backing.empty()) {
-      auto b = ParseBackingUrl(serve_backing);
-      if (!b.ok()) return ReportFailure(b.status().WithContext("--backing"));
-      serve_config.backing = std::move(*b);
-    }
+      if (!serve_listen.empty()) RC_RETURN_IF_ERROR(ParseListen(serve_listen, &c->server));
+      if (!serve_data_dir.empty()) c->data_dir = serve_data_dir;
+      if (!serve_upstreams.empty()) {
+        c->upstreams.clear();
+        for (const auto& u : serve_upstreams) {
+          RC_ASSIGN_OR_RETURN(auto parsed, ParseUpstreamFlag(u));
+          c->upstreams.push_back(std::move(parsed));
+        }
+        c->default_upstream = c->upstreams[0].name;
+      }
+      if (!serve_default.empty()) c->default_upstream = serve_default;
+      if (!serve_ttl.empty()) {
+        auto ttl = regcache::copy::ParseDuration(serve_ttl);
+        if (!ttl.ok()) return ttl.status().WithContext("--tag-ttl");
+        for (auto& u : c->upstreams) u.tag_ttl = *ttl;
+      }
+      if (no_access_log) c->server.access_log = false;
+      if (!serve_max_size.empty()) {
+        RC_RETURN_IF_ERROR(regcache::cache::ParseStorageSize(serve_max_size, &c->storage)
+                               .WithContext("--max-size"));
+      }
+      if (!serve_backing.empty()) {
+        auto b = ParseBackingUrl(serve_backing);
+        if (!b.ok()) return b.status().WithContext("--backing");
+        c->backing = std::move(*b);
+      }
+      return regcache::Status::Ok();
+    };
+    if (regcache::Status s = load(&serve_config); !s.ok()) return ReportFailure(s);
+    serve_config.reload = load;
     if (!serve_check_config.empty()) {
       regcache::Status s = CheckServeConfig(serve_config);
       if (!s.ok()) return ReportFailure(s.WithContext(serve_check_config));

@@ -16,6 +16,50 @@
 
 namespace regcache::app {
 
+namespace {
+
+// SIGHUP: reads the configuration again and applies what can change while serving — upstreams
+// (added, removed, URL or credentials changed, TTLs) and the log level — without dropping a
+// connection or a fill. A configuration that does not load or validate changes nothing. Settings
+// that need a restart are named in the log.
+void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams) {
+  ServeConfig next;
+  Status s = running.reload(&next);
+  if (s.ok()) {
+    s = upstreams.Reconfigure(next.upstreams, next.default_upstream, running.server.shutdown_grace);
+  }
+  if (!s.ok()) {
+    spdlog::error("reload rejected, the running configuration stays: {}", s.ToString());
+    return;
+  }
+  spdlog::set_level(spdlog::level::from_str(next.log_level));
+  std::vector<std::string> restart;
+  if (next.server.host != running.server.host || next.server.port != running.server.port)
+    restart.push_back("listen");
+  if (next.data_dir != running.data_dir) restart.push_back("data_dir");
+  if (next.server.io_threads != running.server.io_threads ||
+      next.server.worker_threads != running.server.worker_threads)
+    restart.push_back("io_threads/worker_threads");
+  if (next.backing.has_value() != running.backing.has_value() ||
+      (next.backing && (next.backing->registry.url != running.backing->registry.url ||
+                        next.backing->options.prefix != running.backing->options.prefix)))
+    restart.push_back("backing");
+  if (next.storage.max_bytes != running.storage.max_bytes ||
+      next.storage.max_percent != running.storage.max_percent)
+    restart.push_back("max_size");
+  std::string names;
+  for (auto* u : upstreams.All()) {
+    names += (names.empty() ? "" : ", ") + u->name() +
+             (u == upstreams.Default() ? " (default)" : "");
+  }
+  spdlog::info("reloaded the configuration: upstreams {}", names);
+  for (const auto& key : restart) {
+    spdlog::warn("reload: '{}' changed; it takes effect at the next restart", key);
+  }
+}
+
+}  // namespace
+
 Status CheckServeConfig(const ServeConfig& config) {
   cache::Metrics metrics;
   auto upstreams = cache::UpstreamSet::Create(config.upstreams, config.default_upstream, &metrics,
@@ -79,7 +123,15 @@ int RunServe(const ServeConfig& config) {
     // Fills reading from the backing registry run on upstream threads: abort them with the rest.
     (*upstreams)->OnShutdown([backing_cancel] { backing_cancel->store(true); });
   }
-  auto server = http::CreateServer(config.server, cache, **upstreams, metrics);
+  http::ServerOptions server_options = config.server;
+  std::mutex reload_mu;
+  if (config.reload) {
+    server_options.on_reload = [&config, &upstreams, &reload_mu] {
+      std::lock_guard<std::mutex> lock(reload_mu);
+      Reload(config, **upstreams);
+    };
+  }
+  auto server = http::CreateServer(server_options, cache, **upstreams, metrics);
   if (!server.ok()) {
     (*upstreams)->Shutdown();
     return ReportFailure(server.status());

@@ -1,6 +1,7 @@
 // Configuration of `regcache serve`: a YAML file (--config) and/or flags. See docs/serve.md.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,6 +30,9 @@ struct ServeConfig {
   cache::CacheOptions cache;      // negative caching, revalidation back-off
   cache::StorageLimits storage;   // size cap, watermarks, metadata retention
   std::optional<BackingConfig> backing;
+  // Reads the configuration again (the file and the flags over it) for a live reload on SIGHUP;
+  // empty: nothing to reload from.
+  std::function<Status(ServeConfig*)> reload;
   std::string log_level = "info";
 };
 

@@ -2,6 +2,8 @@
 
 #include <fnmatch.h>
 
+#include <algorithm>
+
 #include "base/strings.h"
 #include "oci/reference.h"
 
@@ -27,6 +29,7 @@ std::vector<UpstreamConfig> EmbeddedUpstreams() {
 Upstream::Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
                    const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel)
     : config_(std::move(config)),
+      ttls_(std::make_shared<const Ttls>(Ttls{config_.tag_ttl, config_.ttl_rules})),
       client_(std::move(client)),
       cancel_(std::move(cancel)),
       breaker_(config_.name, policy.breaker),
@@ -40,10 +43,15 @@ void Upstream::Shutdown() {
 }
 
 std::chrono::seconds Upstream::TtlFor(const std::string& repo) const {
-  for (const auto& rule : config_.ttl_rules) {
+  auto ttls = ttls_.load();
+  for (const auto& rule : ttls->rules) {
     if (fnmatch(rule.pattern.c_str(), repo.c_str(), 0) == 0) return rule.ttl;
   }
-  return config_.tag_ttl;
+  return ttls->tag_ttl;
+}
+
+void Upstream::SetTtls(std::chrono::seconds tag_ttl, std::vector<TtlRule> rules) {
+  ttls_.store(std::make_shared<const Ttls>(Ttls{tag_ttl, std::move(rules)}));
 }
 
 Result<std::unique_ptr<upstream::RegistryClient>> NewServeClient(
@@ -92,49 +100,132 @@ Result<std::unique_ptr<upstream::RegistryClient>> NewServeClient(
   return upstream::NewRegistryClient(registry, std::move(options));
 }
 
+namespace {
+
+// Whether a running upstream can take `c` without a new client.
+bool SameConnection(const UpstreamConfig& a, const UpstreamConfig& b) {
+  auto creds = [](const UpstreamConfig& c) {
+    return c.credentials ? c.credentials->username + '\n' + c.credentials->password : "";
+  };
+  return a.url == b.url && a.insecure == b.insecure && a.ca_file == b.ca_file &&
+         creds(a) == creds(b) && a.credentials.has_value() == b.credentials.has_value();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamConfig> configs,
                                                          const std::string& default_name,
                                                          Metrics* metrics,
                                                          const std::string& docker_config_dir,
                                                          const UpstreamPolicy& policy) {
   auto set = std::make_unique<UpstreamSet>();
-  auto credentials = std::make_shared<upstream::CredentialResolver>(docker_config_dir);
-  for (auto& c : configs) {
-    if (set->Find(c.name)) return InvalidArgument("upstream '" + c.name + "' is configured twice");
-    auto cancel = std::make_shared<std::atomic<bool>>(false);
-    RC_ASSIGN_OR_RETURN(auto client,
-                        NewServeClient(c, credentials, policy, metrics, cancel, false));
-    set->upstreams_.push_back(
-        std::make_unique<Upstream>(std::move(c), std::move(client), policy, cancel));
-  }
-  if (set->upstreams_.empty()) return InvalidArgument("no upstream configured");
-  set->default_ = default_name.empty() ? set->upstreams_.front().get() : set->Find(default_name);
-  if (!set->default_)
-    return InvalidArgument("default upstream '" + default_name + "' is not configured");
+  set->metrics_ = metrics;
+  set->policy_ = policy;
+  set->credentials_ = std::make_shared<upstream::CredentialResolver>(docker_config_dir);
+  std::vector<std::unique_ptr<Upstream>> created;
+  Active active;
+  RC_RETURN_IF_ERROR(set->Build(std::move(configs), default_name, &created, &active));
+  for (auto& u : created) set->owned_.push_back(std::move(u));
+  set->active_.store(std::make_shared<const Active>(std::move(active)));
   return set;
 }
 
+Status UpstreamSet::Build(std::vector<UpstreamConfig> configs, const std::string& default_name,
+                          std::vector<std::unique_ptr<Upstream>>* created, Active* out) {
+  auto current = active_.load();
+  for (auto& c : configs) {
+    for (auto* u : out->list) {
+      if (u->name() == c.name) return InvalidArgument("upstream '" + c.name + "' is configured twice");
+    }
+    Upstream* keep = nullptr;
+    if (current) {
+      for (auto* u : current->list) {
+        if (u->name() == c.name && SameConnection(u->config(), c)) keep = u;
+      }
+    }
+    if (keep) {
+      keep->SetTtls(c.tag_ttl, c.ttl_rules);
+      out->list.push_back(keep);
+      continue;
+    }
+    auto cancel = std::make_shared<std::atomic<bool>>(false);
+    RC_ASSIGN_OR_RETURN(auto client,
+                        NewServeClient(c, credentials_, policy_, metrics_, cancel, false));
+    created->push_back(
+        std::make_unique<Upstream>(std::move(c), std::move(client), policy_, cancel));
+    out->list.push_back(created->back().get());
+  }
+  if (out->list.empty()) return InvalidArgument("no upstream configured");
+  if (default_name.empty()) {
+    out->default_upstream = out->list.front();
+  } else {
+    for (auto* u : out->list) {
+      if (u->name() == default_name) out->default_upstream = u;
+    }
+  }
+  if (!out->default_upstream) {
+    return InvalidArgument("default upstream '" + default_name + "' is not configured");
+  }
+  return Status::Ok();
+}
+
+Status UpstreamSet::Reconfigure(std::vector<UpstreamConfig> configs,
+                                const std::string& default_name, std::chrono::seconds drain) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::unique_ptr<Upstream>> created;
+  Active next;
+  Status s = Build(std::move(configs), default_name, &created, &next);
+  if (!s.ok()) {
+    for (auto& u : created) u->Shutdown();
+    return s;
+  }
+  auto previous = active_.load();
+  for (auto& u : created) owned_.push_back(std::move(u));
+  active_.store(std::make_shared<const Active>(next));
+  // What is no longer found finishes what it was given, then stops (its object stays: work in
+  // flight holds references to it).
+  std::vector<Upstream*> retired;
+  for (auto* u : previous->list) {
+    if (std::find(next.list.begin(), next.list.end(), u) == next.list.end()) retired.push_back(u);
+  }
+  if (!retired.empty()) {
+    drains_.emplace_back([retired, drain] {
+      const auto until = std::chrono::steady_clock::now() + drain;
+      for (auto* u : retired) {
+        while (u->requests().load() + u->fills().load() > 0 &&
+               std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        u->Shutdown();
+      }
+    });
+  }
+  return Status::Ok();
+}
+
 Upstream* UpstreamSet::Find(const std::string& name_or_host) {
-  for (auto& u : upstreams_) {
-    if (u->name() == name_or_host) return u.get();
+  auto a = active();
+  for (auto* u : a->list) {
+    if (u->name() == name_or_host) return u;
   }
   // containerd sends ?ns=docker.io; users may write a host alias.
   std::string normalized = oci::NormalizeRegistryHost(name_or_host);
-  for (auto& u : upstreams_) {
-    if (u->client().registry() == normalized) return u.get();
+  for (auto* u : a->list) {
+    if (u->client().registry() == normalized) return u;
   }
   return nullptr;
 }
 
+Upstream* UpstreamSet::Default() { return active()->default_upstream; }
+
 void UpstreamSet::Shutdown() {
   if (on_shutdown_) on_shutdown_();
-  for (auto& u : upstreams_) u->Shutdown();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& t : drains_) t.join();
+  drains_.clear();
+  for (auto& u : owned_) u->Shutdown();
 }
 
-std::vector<Upstream*> UpstreamSet::All() {
-  std::vector<Upstream*> out;
-  for (auto& u : upstreams_) out.push_back(u.get());
-  return out;
-}
+std::vector<Upstream*> UpstreamSet::All() { return active()->list; }
 
 }  // namespace regcache::cache

@@ -2,12 +2,14 @@
 // Only these are ever contacted: the server is not an open proxy.
 #pragma once
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/status.h"
@@ -56,11 +58,14 @@ class Upstream {
   Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
            const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel);
   const std::string& name() const { return config_.name; }
+  // As configured at creation; TTLs may have been changed since (SetTtls).
   const UpstreamConfig& config() const { return config_; }
   upstream::RegistryClient& client() { return *client_; }
   // Docker Hub's rule: single-component names live under library/.
   bool IsDockerHub() const { return client_->registry() == "docker.io"; }
   std::chrono::seconds TtlFor(const std::string& repo) const;
+  // Live reload: new TTLs apply to the next lookup.
+  void SetTtls(std::chrono::seconds tag_ttl, std::vector<TtlRule> rules);
 
   // Capacity reserved for this upstream: work for one upstream never waits behind another's,
   // and never behind hits. Both refuse work when full (the caller answers 503 at once).
@@ -90,7 +95,12 @@ class Upstream {
     return r.status();
   }
 
+  struct Ttls {
+    std::chrono::seconds tag_ttl;
+    std::vector<TtlRule> rules;
+  };
   UpstreamConfig config_;
+  std::atomic<std::shared_ptr<const Ttls>> ttls_;
   std::unique_ptr<upstream::RegistryClient> client_;
   std::shared_ptr<std::atomic<bool>> cancel_;
   CircuitBreaker breaker_;
@@ -115,10 +125,19 @@ class UpstreamSet {
                                                      const std::string& docker_config_dir = "",
                                                      const UpstreamPolicy& policy = {});
 
+  // Live reload: makes `configs` the configured set. An upstream whose connection settings (URL,
+  // credentials, TLS) are unchanged keeps its client, breaker and queues and takes the new TTLs;
+  // a new or changed one gets fresh ones; one that is gone or replaced stops being found at once,
+  // finishes the work it has (up to `drain`), then shuts down. On error (a bad URL, a duplicate,
+  // an unknown default) nothing changes.
+  Status Reconfigure(std::vector<UpstreamConfig> configs, const std::string& default_name,
+                     std::chrono::seconds drain);
+
   // By routing name ("docker.io") or by registry host alias ("registry-1.docker.io",
-  // "index.docker.io"); nullptr when not configured.
+  // "index.docker.io"); nullptr when not configured. Safe during Reconfigure: a pointer stays
+  // valid until the set is destroyed.
   Upstream* Find(const std::string& name_or_host);
-  Upstream* Default() { return default_; }
+  Upstream* Default();
   std::vector<Upstream*> All();
 
   // Shuts every upstream down (see Upstream::Shutdown). Idempotent. `hook` runs first (e.g. to
@@ -127,8 +146,21 @@ class UpstreamSet {
   void OnShutdown(std::function<void()> hook) { on_shutdown_ = std::move(hook); }
 
  private:
-  std::vector<std::unique_ptr<Upstream>> upstreams_;
-  Upstream* default_ = nullptr;
+  struct Active {
+    std::vector<Upstream*> list;
+    Upstream* default_upstream = nullptr;
+  };
+  std::shared_ptr<const Active> active() const { return active_.load(); }
+  Status Build(std::vector<UpstreamConfig> configs, const std::string& default_name,
+               std::vector<std::unique_ptr<Upstream>>* created, Active* out);
+
+  Metrics* metrics_ = nullptr;
+  UpstreamPolicy policy_;
+  std::shared_ptr<upstream::CredentialResolver> credentials_;
+  std::mutex mu_;  // serializes Reconfigure and Shutdown
+  std::vector<std::unique_ptr<Upstream>> owned_;  // every upstream ever made, active or retired
+  std::atomic<std::shared_ptr<const Active>> active_;
+  std::vector<std::thread> drains_;  // retired upstreams finishing their work
   std::function<void()> on_shutdown_;
 };
 

@@ -236,7 +236,7 @@ class ServerImpl : public Server {
         local_("local", static_cast<size_t>(std::max(1, options_.worker_threads)), 4096),
         ioc_(std::make_unique<asio::io_context>(options_.io_threads)),
         acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
-        signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM)) {}
+        signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM, SIGHUP)) {}
 
   ~ServerImpl() override {
     // Whatever could still call back into a coroutine must be gone first, then the coroutines
@@ -276,12 +276,7 @@ class ServerImpl : public Server {
   void Run() override {
     asio::co_spawn(*ioc_, Listen(), asio::detached);
     SweepIdle();
-    signals_->async_wait([this](const beast::error_code& ec, int sig) {
-      if (!ec) {
-        spdlog::info("signal {}: shutting down (grace {} s)", sig, options_.shutdown_grace.count());
-        BeginShutdown();
-      }
-    });
+    WaitForSignal();
     std::vector<std::thread> threads;
     for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { ioc_->run(); });
     ioc_->run();
@@ -289,6 +284,25 @@ class ServerImpl : public Server {
     // Bounded: transfers in progress abort within about a second, queued work then fails fast.
     upstreams_.Shutdown();
     local_.Shutdown();
+  }
+
+  // SIGTERM/SIGINT: graceful shutdown. SIGHUP: options_.on_reload, on a local worker (it may
+  // read files and build clients), and the server goes on.
+  void WaitForSignal() {
+    signals_->async_wait([this](const beast::error_code& ec, int sig) {
+      if (ec) return;
+      if (sig == SIGHUP) {
+        if (!options_.on_reload) {
+          spdlog::info("SIGHUP: nothing to reload");
+        } else if (!local_.TrySubmit(options_.on_reload)) {
+          spdlog::warn("SIGHUP: reload not started, the local workers are saturated; send it again");
+        }
+        WaitForSignal();
+        return;
+      }
+      spdlog::info("signal {}: shutting down (grace {} s)", sig, options_.shutdown_grace.count());
+      BeginShutdown();
+    });
   }
 
   void Stop() override {

@@ -35,6 +35,8 @@ struct ServerOptions {
   std::chrono::seconds fill_start_timeout{60};
   size_t max_header_bytes = 16 * 1024;
   bool access_log = true;
+  // Called on SIGHUP (live reload), on a worker thread; the server keeps serving meanwhile.
+  std::function<void()> on_reload;
 };
 
 class Server {

@@ -677,6 +677,69 @@ class ServeFaultsTest(RegistryTestCase):
         self.assertLess(time.time() - t0, 5)
         self.assert_pulls(rc, img)
 
+    def test_19_sighup_reloads_upstreams_without_dropping_a_transfer(self):
+        hub = self.registry("hub")
+        other = self.registry("other")
+        img = self.seed(hub, layer_size=8 * 1024 * KIB)
+        self.seed(other, repo="team/tool", seed=2)
+        proxy = self.proxy(hub.port)
+        rc = self.serve(proxy.host, ttl="1h")
+        self.assert_pulls(rc, img)
+        with open(rc.config) as f:
+            config = f.read()
+
+        def reload(text):
+            with open(rc.config, "w") as f:
+                f.write(text)
+            rc.proc.send_signal(signal.SIGHUP)
+
+        def logged(words, timeout=10):
+            return wait_until(lambda: words in rc.log_text(), timeout)
+
+        # A cold blob streaming slowly over one connection while the configuration changes.
+        proxy.throttle_bps = 4 * 1024 * KIB  # 8 MiB in about 2 s
+        big = self.seed(hub, repo="library/big", layer_size=8 * 1024 * KIB, seed=3)
+        result = {}
+
+        def slow_pull():
+            conn = connect(rc.port)
+            try:
+                result["errors"] = pull_errors(pull(conn, big, 0, repo="library/big"))
+            finally:
+                conn.close()
+
+        t = threading.Thread(target=slow_pull)
+        t.start()
+        time.sleep(0.5)
+        added = config.replace("upstreams:\n", "upstreams:\n  - {\"name\": \"other\", \"url\": \"http://%s\"}\n"
+                               % other.host, 1).replace("\"tag_ttl\": \"1h\"", "\"tag_ttl\": \"1s\"")
+        added = added.replace("upstreams:\n", "default_upstream: hub\nupstreams:\n", 1)
+        reload(added)
+        self.assertTrue(logged("reloaded the configuration"), rc.log_text()[-2000:])
+        self.assertEqual(rc.request("GET", "/v2/other/team/tool/manifests/v1",
+                                    {"Accept": "*/*"})[0], 200)
+        t.join(60)
+        self.assertEqual(result.get("errors"), [], "the transfer in progress completed")
+        # hub's new TTL applies: the tag is stale a second later and is revalidated with a HEAD.
+        proxy.throttle_bps = None
+        time.sleep(1.2)
+        heads = len(proxy.requests("HEAD", "/manifests/v1"))
+        self.assertEqual(rc.request("GET", "/v2/library/app/manifests/v1", {"Accept": "*/*"})[0], 200)
+        self.assertTrue(wait_until(lambda: len(proxy.requests("HEAD", "/manifests/v1")) > heads, 5))
+
+        # A broken file changes nothing.
+        reload(added + "colour: red\n")
+        self.assertTrue(logged("reload rejected"))
+        self.assertEqual(rc.request("GET", "/v2/other/team/tool/manifests/v1",
+                                    {"Accept": "*/*"})[0], 200)
+        # Removing an upstream: it is no longer reachable, everything else is.
+        reload(config)
+        self.assertTrue(wait_until(lambda: rc.log_text().count("reloaded the configuration") >= 2, 10))
+        st, _, body = rc.request("GET", "/v2/other/team/tool/manifests/v1", {"Accept": "*/*"})
+        self.assertEqual(st, 404, body)
+        self.assert_pulls(rc, img)
+        self.assertIsNone(rc.proc.poll())
+
 
 if __name__ == "__main__":
     unittest.main()
