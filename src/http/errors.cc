@@ -27,7 +27,9 @@ ErrorSpec ErrorFor(Code code, Endpoint endpoint) {
     case Code::kRateLimited:
       return {429, "TOOMANYREQUESTS"};
     case Code::kUnauthenticated:
-      return {403, "DENIED"};  // upstream refused our credentials
+      // The client's credentials (an upstream refusing this cache's own is DENIED: see
+      // UpstreamErrorFor).
+      return {401, "UNAUTHORIZED"};
     case Code::kDenied:
       return {403, "DENIED"};
     case Code::kUnavailable:
@@ -41,6 +43,11 @@ ErrorSpec ErrorFor(Code code, Endpoint endpoint) {
     default:
       return {500, "UNKNOWN"};
   }
+}
+
+ErrorSpec UpstreamErrorFor(Code code, Endpoint endpoint) {
+  // A client told 401 would retry with its own credentials, which are not what upstream refused.
+  return ErrorFor(code == Code::kUnauthenticated ? Code::kDenied : code, endpoint);
 }
 
 std::string ErrorBody(const char* code, const std::string& message) {

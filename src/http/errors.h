@@ -16,6 +16,9 @@ struct ErrorSpec {
 };
 
 ErrorSpec ErrorFor(Code code, Endpoint endpoint);
+// The same for a failure reported by an upstream: its refusal of this cache's credentials is a
+// 403 DENIED to the client, not a 401 asking for the client's.
+ErrorSpec UpstreamErrorFor(Code code, Endpoint endpoint);
 
 // {"errors":[{"code":"…","message":"…","detail":{}}]}
 std::string ErrorBody(const char* code, const std::string& message);

@@ -126,6 +126,14 @@ TEST(ErrorsTest, TableAndBody) {
   EXPECT_STREQ(ErrorFor(Code::kNotFound, Endpoint::kManifest).code, "MANIFEST_UNKNOWN");
   EXPECT_STREQ(ErrorFor(Code::kRateLimited, Endpoint::kManifest).code, "TOOMANYREQUESTS");
   EXPECT_EQ(ErrorFor(Code::kUnavailable, Endpoint::kBlob).status, 503);
+  EXPECT_EQ(ErrorFor(Code::kUnauthenticated, Endpoint::kOther).status, 401);
+  EXPECT_STREQ(ErrorFor(Code::kUnauthenticated, Endpoint::kOther).code, "UNAUTHORIZED");
+  EXPECT_EQ(ErrorFor(Code::kDenied, Endpoint::kManifest).status, 403);
+  EXPECT_STREQ(ErrorFor(Code::kDenied, Endpoint::kManifest).code, "DENIED");
+  // An upstream refusing this cache's credentials is not the client's business to fix.
+  EXPECT_EQ(UpstreamErrorFor(Code::kUnauthenticated, Endpoint::kBlob).status, 403);
+  EXPECT_STREQ(UpstreamErrorFor(Code::kUnauthenticated, Endpoint::kBlob).code, "DENIED");
+  EXPECT_EQ(UpstreamErrorFor(Code::kNotFound, Endpoint::kBlob).status, 404);
   EXPECT_EQ(ErrorBody("BLOB_UNKNOWN", "x"),
             R"({"errors":[{"code":"BLOB_UNKNOWN","detail":{},"message":"x"}]})");
   // Invalid UTF-8 in a message (client input) must not throw.

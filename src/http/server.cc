@@ -599,7 +599,7 @@ class ServerImpl : public Server {
       spdlog::warn("{} {}: {}", std::string(req.method_string()), std::string(req.target()),
                    s.ToString());
     }
-    ErrorSpec spec = ErrorFor(s.code(), ep);
+    ErrorSpec spec = UpstreamErrorFor(s.code(), ep);
     Reply r =
         ErrorReply(static_cast<unsigned>(spec.status), spec.code, PublicMessage(s, ep, up.name()));
     AddRetryAfter(r, s, &up);
