@@ -68,6 +68,19 @@ Status LoadPolicy(const YAML::Node& root, ServeConfig* c) {
   return Status::Ok();
 }
 
+// A list of strings at `n` (a YAML sequence), none of them empty.
+Result<std::vector<std::string>> StringList(const YAML::Node& n, const std::string& where) {
+  if (!n.IsSequence()) return InvalidArgument(where + " must be a list");
+  std::vector<std::string> out;
+  for (const auto& item : n) {
+    if (!item.IsScalar() || item.as<std::string>().empty()) {
+      return InvalidArgument(where + " entries must be non-empty strings");
+    }
+    out.push_back(item.as<std::string>());
+  }
+  return out;
+}
+
 // backing: "URL/PREFIX", or a mapping with url (and optionally prefix, credentials, TLS and copy
 // settings).
 Status LoadBacking(const YAML::Node& n, ServeConfig* c) {
@@ -132,7 +145,8 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
       std::string where = "upstreams[" + std::to_string(i) + "]";
       RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n,
                                              {"name", "url", "username", "password", "password_env",
-                                              "insecure", "ca_file", "tag_ttl", "ttl_rules"},
+                                              "insecure", "ca_file", "tag_ttl", "ttl_rules",
+                                              "allow", "deny"},
                                              where));
       cache::UpstreamConfig u;
       if (!n["name"] || !n["url"]) return InvalidArgument(where + " needs 'name' and 'url'");
@@ -153,6 +167,12 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
           RC_ASSIGN_OR_RETURN(auto ttl, SecondsAt(r["ttl"], where + ".ttl_rules.ttl"));
           u.ttl_rules.push_back({r["pattern"].as<std::string>(), ttl});
         }
+      }
+      if (n["allow"]) {
+        RC_ASSIGN_OR_RETURN(u.allow, StringList(n["allow"], where + ".allow"));
+      }
+      if (n["deny"]) {
+        RC_ASSIGN_OR_RETURN(u.deny, StringList(n["deny"], where + ".deny"));
       }
       c->upstreams.push_back(std::move(u));
     }

@@ -99,6 +99,29 @@ fill_start_timeout: 20s
   EXPECT_FALSE(LoadServeConfig("revalidate_wait: 99999999999999999999ms", &bad).ok());
 }
 
+TEST(ServeConfigTest, RepositoryAllowAndDenyLists) {
+  ServeConfig c;
+  auto s = LoadServeConfig(R"(
+upstreams:
+  - name: docker.io
+    url: https://registry-1.docker.io
+    allow: ["library/*", "myorg/*"]
+    deny: ["library/evil*"]
+)",
+                           &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(c.upstreams.size(), 1u);
+  EXPECT_EQ(c.upstreams[0].allow, (std::vector<std::string>{"library/*", "myorg/*"}));
+  EXPECT_EQ(c.upstreams[0].deny, (std::vector<std::string>{"library/evil*"}));
+  for (const char* bad : {
+           "upstreams: [{name: x, url: http://h, allow: library/*}]",  // not a list
+           "upstreams: [{name: x, url: http://h, deny: ['']}]",
+       }) {
+    ServeConfig b;
+    EXPECT_FALSE(LoadServeConfig(bad, &b).ok()) << bad;
+  }
+}
+
 TEST(ServeConfigTest, BackingRegistryAsUrlOrMapping) {
   auto b = ParseBackingUrl("https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/cache/");
   ASSERT_TRUE(b.ok()) << b.status().ToString();

@@ -44,6 +44,8 @@ constexpr Help kHelp[] = {
      "Backing copies that failed (retried) or were given up, by reason."},
     {"regcache_revalidations_total", "counter",
      "Background tag revalidations by outcome (same, moved, gone, failed)."},
+    {"regcache_repository_denied_total", "counter",
+     "Requests refused 403 DENIED by an upstream's allow/deny lists, per upstream."},
 };
 
 }  // namespace

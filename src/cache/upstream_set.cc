@@ -30,6 +30,9 @@ Upstream::Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClie
                    const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel)
     : config_(std::move(config)),
       ttls_(std::make_shared<const Ttls>(Ttls{config_.tag_ttl, config_.ttl_rules})),
+      lists_(std::make_shared<const RepositoryLists>(
+          RepositoryLists{config_.allow, config_.deny})),
+      listed_(!config_.allow.empty() || !config_.deny.empty()),
       client_(std::move(client)),
       cancel_(std::move(cancel)),
       breaker_(config_.name, policy.breaker),
@@ -52,6 +55,22 @@ std::chrono::seconds Upstream::TtlFor(const std::string& repo) const {
 
 void Upstream::SetTtls(std::chrono::seconds tag_ttl, std::vector<TtlRule> rules) {
   ttls_.store(std::make_shared<const Ttls>(Ttls{tag_ttl, std::move(rules)}));
+}
+
+bool RepositoryAllowed(const std::vector<std::string>& allow, const std::vector<std::string>& deny,
+                       const std::string& repository) {
+  auto matches = [&repository](const std::string& pattern) {
+    return fnmatch(pattern.c_str(), repository.c_str(), 0) == 0;
+  };
+  if (std::any_of(deny.begin(), deny.end(), matches)) return false;
+  return allow.empty() || std::any_of(allow.begin(), allow.end(), matches);
+}
+
+void Upstream::SetRepositoryLists(std::vector<std::string> allow, std::vector<std::string> deny) {
+  const bool listed = !allow.empty() || !deny.empty();
+  lists_.store(std::make_shared<const RepositoryLists>(
+      RepositoryLists{std::move(allow), std::move(deny)}));
+  listed_.store(listed, std::memory_order_release);
 }
 
 Result<std::unique_ptr<upstream::RegistryClient>> NewServeClient(
@@ -145,6 +164,7 @@ Status UpstreamSet::Build(std::vector<UpstreamConfig> configs, const std::string
     }
     if (keep) {
       keep->SetTtls(c.tag_ttl, c.ttl_rules);
+      keep->SetRepositoryLists(c.allow, c.deny);
       out->list.push_back(keep);
       continue;
     }

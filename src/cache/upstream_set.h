@@ -33,7 +33,16 @@ struct UpstreamConfig {
   std::string ca_file;
   std::chrono::seconds tag_ttl{300};
   std::vector<TtlRule> ttl_rules;
+  // Which repositories may be pulled through: fnmatch globs over the upstream-side repository
+  // ("library/alpine" for Docker Hub's "alpine"; '*' also matches '/'). An empty allow-list
+  // allows every repository; a repository matching a deny pattern is refused either way.
+  std::vector<std::string> allow;
+  std::vector<std::string> deny;
 };
+
+// Whether allow and deny lists (as in UpstreamConfig) let `repository` through.
+bool RepositoryAllowed(const std::vector<std::string>& allow, const std::vector<std::string>& deny,
+                       const std::string& repository);
 
 // The default set: docker.io (default), ghcr.io, quay.io, registry.k8s.io, gcr.io, public.ecr.aws.
 std::vector<UpstreamConfig> EmbeddedUpstreams();
@@ -58,7 +67,7 @@ class Upstream {
   Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
            const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel);
   const std::string& name() const { return config_.name; }
-  // As configured at creation; TTLs may have been changed since (SetTtls).
+  // As configured at creation; TTLs and repository lists may have been changed since.
   const UpstreamConfig& config() const { return config_; }
   upstream::RegistryClient& client() { return *client_; }
   // Docker Hub's rule: single-component names live under library/.
@@ -66,6 +75,15 @@ class Upstream {
   std::chrono::seconds TtlFor(const std::string& repo) const;
   // Live reload: new TTLs apply to the next lookup.
   void SetTtls(std::chrono::seconds tag_ttl, std::vector<TtlRule> rules);
+  // RepositoryAllowed with this upstream's current lists (nothing to check, no allocation,
+  // without lists).
+  bool Allows(const std::string& repo) const {
+    if (!listed_.load(std::memory_order_acquire)) return true;
+    auto lists = lists_.load();
+    return RepositoryAllowed(lists->allow, lists->deny, repo);
+  }
+  // Live reload: new allow/deny lists apply to the next request.
+  void SetRepositoryLists(std::vector<std::string> allow, std::vector<std::string> deny);
 
   // Capacity reserved for this upstream: work for one upstream never waits behind another's,
   // and never behind hits. Both refuse work when full (the caller answers 503 at once).
@@ -99,8 +117,13 @@ class Upstream {
     std::chrono::seconds tag_ttl;
     std::vector<TtlRule> rules;
   };
+  struct RepositoryLists {
+    std::vector<std::string> allow, deny;
+  };
   UpstreamConfig config_;
   std::atomic<std::shared_ptr<const Ttls>> ttls_;
+  std::atomic<std::shared_ptr<const RepositoryLists>> lists_;
+  std::atomic<bool> listed_{false};  // lists_ has a pattern: hits without lists skip the load
   std::unique_ptr<upstream::RegistryClient> client_;
   std::shared_ptr<std::atomic<bool>> cancel_;
   CircuitBreaker breaker_;

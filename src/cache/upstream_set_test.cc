@@ -25,6 +25,47 @@ TEST(UpstreamSetTest, FindsByNameOrHostAndAppliesTtlRules) {
   EXPECT_EQ(hub->TtlFor("org/app"), std::chrono::seconds(300));
 }
 
+TEST(UpstreamSetTest, AllowAndDenyListsOfGlobs) {
+  UpstreamConfig c;
+  EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "anything/at/all"));  // no lists: everything
+  c.allow = {"library/*", "myorg/*"};
+  EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "library/alpine"));
+  EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "myorg/team/app"));  // '*' crosses '/'
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "otherorg/app"));
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library"));
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "mylibrary/alpine"));
+  c.deny = {"library/evil*"};
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library/evil"));     // deny wins over allow
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library/evilcorp"));
+  EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "library/alpine"));
+  c.allow.clear();  // a deny-list alone: everything else is allowed
+  EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "otherorg/app"));
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library/evil"));
+  c.deny = {"*/[0-9]*"};
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "org/1app"));
+  EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "org/app1"));
+
+  auto configs = EmbeddedUpstreams();
+  configs[0].allow = {"library/*"};
+  auto set = UpstreamSet::Create(configs, "docker.io", nullptr);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_TRUE((*set)->Find("docker.io")->Allows("library/ruby"));
+  EXPECT_FALSE((*set)->Find("docker.io")->Allows("bitnami/redis"));
+  EXPECT_TRUE((*set)->Find("ghcr.io")->Allows("bitnami/redis"));
+  // Live reload: a kept upstream takes the new lists.
+  auto* hub = (*set)->Find("docker.io");
+  configs = EmbeddedUpstreams();
+  configs[0].deny = {"library/ruby"};
+  ASSERT_TRUE((*set)->Reconfigure(configs, "docker.io", std::chrono::seconds(1)).ok());
+  EXPECT_EQ((*set)->Find("docker.io"), hub);
+  EXPECT_FALSE(hub->Allows("library/ruby"));
+  EXPECT_TRUE(hub->Allows("bitnami/redis"));
+  configs[0].deny.clear();
+  ASSERT_TRUE((*set)->Reconfigure(configs, "docker.io", std::chrono::seconds(1)).ok());
+  EXPECT_TRUE(hub->Allows("library/ruby"));
+  (*set)->Shutdown();
+}
+
 TEST(UpstreamSetTest, RejectsBadConfigs) {
   UpstreamConfig bad;
   bad.name = "x";

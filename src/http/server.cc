@@ -696,6 +696,15 @@ class ServerImpl : public Server {
         });
   }
 
+  // A repository its upstream's allow/deny lists keep out: refused without asking upstream.
+  Reply Denied(cache::Upstream& up, const std::string& repository) {
+    metrics_.Count("regcache_repository_denied_total", "upstream=\"" + up.name() + "\"");
+    return Error(Status(Code::kDenied, "repository " + repository +
+                                           " may not be pulled through upstream " + up.name() +
+                                           " (this cache's allow/deny lists)"),
+                 Endpoint::kOther);
+  }
+
   // The warm hits, answered from memory on this thread without a coroutine frame: a manifest by
   // fresh tag or by digest, and a blob HEAD. Renders the response Handle would send into `p`;
   // false (nothing done) for anything else, which Handle then answers.
@@ -714,6 +723,7 @@ class ServerImpl : public Server {
     auto choice = Choose(*route);
     if (!choice.ok()) return false;
     cache::Upstream* up = upstreams_.Find(choice->upstream);
+    if (!up->Allows(choice->repository)) return false;
     HeaderBlockBuilder b(200);
     if (!choice->ns.empty()) b.Add("OCI-Namespace", choice->ns);
     auto add = [&b](std::string_view k, std::string_view v, bool quoted) { b.Add(k, v, quoted); };
@@ -812,6 +822,10 @@ class ServerImpl : public Server {
     }
     cache::Upstream* up = upstreams_.Find(choice->upstream);
     out.upstream = up->name();
+    if (!up->Allows(choice->repository)) {
+      Reply reply = Denied(*up, choice->repository);
+      co_return co_await Send(stream, reply, head, can_keep, out);
+    }
     Headers common;
     if (!choice->ns.empty()) common.push_back({"OCI-Namespace", choice->ns});
     const std::string repo = choice->repository;
