@@ -343,6 +343,10 @@ int main(int argc, char** argv) {
   std::string serve_max_size;
   serve->add_option("--max-size", serve_max_size,
                     "cap on stored blobs: 20GiB, 500MiB, or 80% of the file system (default 80%)");
+  std::string serve_htpasswd;
+  serve->add_option("--htpasswd", serve_htpasswd,
+                    "require Basic credentials from clients, checked against this file of "
+                    "bcrypt entries (htpasswd -B); default: anonymous access");
 
   try {
     app.parse(argc, argv);
@@ -396,6 +400,7 @@ int main(int argc, char** argv) {
         RC_RETURN_IF_ERROR(regcache::cache::ParseStorageSize(serve_max_size, &c->storage)
                                .WithContext("--max-size"));
       }
+      if (!serve_htpasswd.empty()) c->auth.htpasswd = serve_htpasswd;
       if (!serve_backing.empty()) {
         auto b = ParseBackingUrl(serve_backing);
         if (!b.ok()) return b.status().WithContext("--backing");

@@ -19,12 +19,24 @@ namespace regcache::app {
 namespace {
 
 // SIGHUP: reads the configuration again and applies what can change while serving — upstreams
-// (added, removed, URL or credentials changed, TTLs) and the log level — without dropping a
-// connection or a fill. A configuration that does not load or validate changes nothing. Settings
-// that need a restart are named in the log.
-void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams) {
+// (added, removed, URL or credentials changed, TTLs, allow/deny lists), the users of the
+// htpasswd file and the log level — without dropping a connection or a fill. A configuration
+// that does not load or validate changes nothing. Settings that need a restart are named in the
+// log.
+void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams,
+            http::Authenticator* auth) {
   ServeConfig next;
   Status s = running.reload(&next);
+  // The users are read before anything changes: a bad htpasswd file rejects the whole reload.
+  std::shared_ptr<const http::Htpasswd> users;
+  if (s.ok() && auth && !next.auth.htpasswd.empty()) {
+    auto loaded = http::Htpasswd::Load(next.auth.htpasswd);
+    if (loaded.ok()) {
+      users = std::move(*loaded);
+    } else {
+      s = loaded.status().WithContext("auth");
+    }
+  }
   if (s.ok()) {
     s = upstreams.Reconfigure(next.upstreams, next.default_upstream, running.server.shutdown_grace);
   }
@@ -33,6 +45,7 @@ void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams) {
     return;
   }
   spdlog::set_level(spdlog::level::from_str(next.log_level));
+  if (users) auth->SetUsers(std::move(users));
   std::vector<std::string> restart;
   if (next.server.host != running.server.host || next.server.port != running.server.port)
     restart.push_back("listen");
@@ -44,6 +57,13 @@ void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams) {
       (next.backing && (next.backing->registry.url != running.backing->registry.url ||
                         next.backing->options.prefix != running.backing->options.prefix)))
     restart.push_back("backing");
+  const auto& na = next.auth;
+  const auto& ra = running.auth;
+  if (na.htpasswd.empty() != ra.htpasswd.empty() ||
+      (auth && (na.realm != ra.realm || na.anonymous != ra.anonymous ||
+                na.max_failures != ra.max_failures || na.failure_window != ra.failure_window ||
+                na.lockout != ra.lockout)))
+    restart.push_back("auth");  // the users (the htpasswd file) are reloaded; the rest is not
   if (next.storage.max_bytes != running.storage.max_bytes ||
       next.storage.max_percent != running.storage.max_percent)
     restart.push_back("max_size");
@@ -72,6 +92,10 @@ Status CheckServeConfig(const ServeConfig& config) {
                                         nullptr, std::make_shared<std::atomic<bool>>(false), true);
     if (!client.ok()) return client.status().WithContext("backing");
   }
+  if (!config.auth.htpasswd.empty()) {
+    auto auth = http::Authenticator::Create(config.auth, nullptr);
+    if (!auth.ok()) return auth.status().WithContext("auth");
+  }
   return Status::Ok();
 }
 
@@ -89,6 +113,16 @@ int RunServe(const ServeConfig& config) {
   auto meta = metadata::OpenSqliteMetadataStore(config.data_dir + "/metadata.db");
   if (!meta.ok()) return ReportFailure(meta.status());
   cache::Metrics metrics;
+  std::shared_ptr<http::Authenticator> auth;
+  if (!config.auth.htpasswd.empty()) {
+    auto a = http::Authenticator::Create(config.auth, &metrics);
+    if (!a.ok()) return ReportFailure(a.status().WithContext("auth"));
+    auth = std::move(*a);
+    std::string anonymous;
+    for (const auto& p : config.auth.anonymous) anonymous += " " + p;
+    spdlog::info("auth: Basic, {} user(s) from {}; without credentials:{}", auth->users(),
+                 config.auth.htpasswd, anonymous.empty() ? " nothing" : anonymous);
+  }
   auto upstreams = cache::UpstreamSet::Create(config.upstreams, config.default_upstream, &metrics,
                                               "", config.policy);
   if (!upstreams.ok()) return ReportFailure(upstreams.status());
@@ -126,12 +160,12 @@ int RunServe(const ServeConfig& config) {
   http::ServerOptions server_options = config.server;
   std::mutex reload_mu;
   if (config.reload) {
-    server_options.on_reload = [&config, &upstreams, &reload_mu] {
+    server_options.on_reload = [&config, &upstreams, &reload_mu, &auth] {
       std::lock_guard<std::mutex> lock(reload_mu);
-      Reload(config, **upstreams);
+      Reload(config, **upstreams, auth.get());
     };
   }
-  auto server = http::CreateServer(server_options, cache, **upstreams, metrics);
+  auto server = http::CreateServer(server_options, cache, **upstreams, metrics, auth);
   if (!server.ok()) {
     (*upstreams)->Shutdown();
     return ReportFailure(server.status());

@@ -81,6 +81,31 @@ Result<std::vector<std::string>> StringList(const YAML::Node& n, const std::stri
   return out;
 }
 
+// auth: {htpasswd: FILE, realm, anonymous: [paths], max_failures, failure_window, lockout}.
+Status LoadAuth(const YAML::Node& n, ServeConfig* c) {
+  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
+      n, {"htpasswd", "realm", "anonymous", "max_failures", "failure_window", "lockout"}, "auth"));
+  auto& a = c->auth;
+  if (!n["htpasswd"]) {
+    return InvalidArgument("auth needs 'htpasswd': a file of bcrypt entries (htpasswd -B)");
+  }
+  a.htpasswd = n["htpasswd"].as<std::string>();
+  if (n["realm"]) a.realm = n["realm"].as<std::string>();
+  if (n["anonymous"] && n["anonymous"].IsNull()) {
+    a.anonymous.clear();  // `anonymous:` with nothing after it: every path needs credentials
+  } else if (n["anonymous"]) {
+    RC_ASSIGN_OR_RETURN(a.anonymous, StringList(n["anonymous"], "auth.anonymous"));
+  }
+  if (n["max_failures"]) a.max_failures = n["max_failures"].as<int>();
+  if (n["failure_window"]) {
+    RC_ASSIGN_OR_RETURN(a.failure_window, SecondsAt(n["failure_window"], "auth.failure_window"));
+  }
+  if (n["lockout"]) {
+    RC_ASSIGN_OR_RETURN(a.lockout, SecondsAt(n["lockout"], "auth.lockout"));
+  }
+  return http::ValidateAuthOptions(a);
+}
+
 // backing: "URL/PREFIX", or a mapping with url (and optionally prefix, credentials, TLS and copy
 // settings).
 Status LoadBacking(const YAML::Node& n, ServeConfig* c) {
@@ -117,7 +142,8 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
        "fill_threads", "shutdown_grace", "idle_timeout", "access_log", "log_level",
        "upstream_timeout", "upstream_concurrency", "upstream_queue", "fill_queue",
        "revalidate_wait", "negative_ttl", "breaker_failures", "breaker_open", "write_timeout",
-       "max_connections", "fill_start_timeout", "max_size", "metadata_retention", "backing"},
+       "max_connections", "fill_start_timeout", "max_size", "metadata_retention", "backing",
+       "auth"},
       "serve config"));
   if (root["listen"]) RC_RETURN_IF_ERROR(ParseListen(root["listen"].as<std::string>(), &c->server));
   if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
@@ -181,6 +207,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   }
   if (root["default_upstream"]) c->default_upstream = root["default_upstream"].as<std::string>();
   if (auto b = root["backing"]) RC_RETURN_IF_ERROR(LoadBacking(b, c));
+  if (auto a = root["auth"]) RC_RETURN_IF_ERROR(LoadAuth(a, c));
   return Status::Ok();
 }
 

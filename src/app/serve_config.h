@@ -11,6 +11,7 @@
 #include "cache/evictor.h"
 #include "cache/pull_through.h"
 #include "cache/upstream_set.h"
+#include "http/auth.h"
 #include "http/server.h"
 
 namespace regcache::app {
@@ -33,6 +34,7 @@ struct ServeConfig {
   // Reads the configuration again (the file and the flags over it) for a live reload on SIGHUP;
   // empty: nothing to reload from.
   std::function<Status(ServeConfig*)> reload;
+  http::AuthOptions auth;         // htpasswd empty: anonymous access
   std::string log_level = "info";
 };
 

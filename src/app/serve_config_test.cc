@@ -122,6 +122,48 @@ upstreams:
   }
 }
 
+TEST(ServeConfigTest, AuthSection) {
+  ServeConfig c;
+  EXPECT_TRUE(c.auth.htpasswd.empty());  // anonymous by default
+  auto s = LoadServeConfig(R"(
+auth:
+  htpasswd: /etc/regcache/htpasswd
+  realm: team cache
+  anonymous: [/healthz, /readyz]
+  max_failures: 3
+  failure_window: 2m
+  lockout: 30s
+)",
+                           &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.auth.htpasswd, "/etc/regcache/htpasswd");
+  EXPECT_EQ(c.auth.realm, "team cache");
+  EXPECT_EQ(c.auth.anonymous, (std::vector<std::string>{"/healthz", "/readyz"}));
+  EXPECT_EQ(c.auth.max_failures, 3);
+  EXPECT_EQ(c.auth.failure_window, std::chrono::seconds(120));
+  EXPECT_EQ(c.auth.lockout, std::chrono::seconds(30));
+
+  ServeConfig none;
+  ASSERT_TRUE(LoadServeConfig("auth: {htpasswd: /h, anonymous: }", &none).ok());
+  EXPECT_TRUE(none.auth.anonymous.empty());
+
+  for (const char* bad : {
+           "auth: {realm: x}",                            // no htpasswd
+           "auth: {htpasswd: /h, users: [a]}",            // unknown key
+           "auth: {htpasswd: /h, anonymous: [/v2/]}",     // registry paths need credentials
+           "auth: {htpasswd: /h, anonymous: [metrics]}",  // not a path
+           "auth: {htpasswd: /h, realm: 'a\"b'}",        // would break the header
+           "auth: {htpasswd: /h, max_failures: 0}",
+           "auth: {htpasswd: /h, lockout: soon}",
+       }) {
+    ServeConfig b;
+    EXPECT_FALSE(LoadServeConfig(bad, &b).ok()) << bad;
+  }
+  ServeConfig d;
+  Status bad = LoadServeConfig("auth: {htpasswd: /h, failure_window: soon}", &d);
+  EXPECT_NE(bad.message().find("auth.failure_window"), std::string::npos) << bad.ToString();
+}
+
 TEST(ServeConfigTest, BackingRegistryAsUrlOrMapping) {
   auto b = ParseBackingUrl("https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/cache/");
   ASSERT_TRUE(b.ok()) << b.status().ToString();

@@ -46,6 +46,10 @@ constexpr Help kHelp[] = {
      "Background tag revalidations by outcome (same, moved, gone, failed)."},
     {"regcache_repository_denied_total", "counter",
      "Requests refused 403 DENIED by an upstream's allow/deny lists, per upstream."},
+    {"regcache_auth_failures_total", "counter",
+     "Failed logins: unknown user, wrong password or malformed Basic credentials."},
+    {"regcache_auth_throttled_total", "counter",
+     "Requests answered 429 because their client address failed to log in too often."},
 };
 
 }  // namespace

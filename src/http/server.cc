@@ -24,6 +24,7 @@
 
 #include "base/strings.h"
 #include "base/work_queue.h"
+#include "http/auth.h"
 #include "http/errors.h"
 #include "http/range.h"
 #include "http/route.h"
@@ -228,12 +229,14 @@ std::function<void()> Waker(const std::shared_ptr<asio::steady_timer>& timer) {
 class ServerImpl : public Server {
  public:
   ServerImpl(ServerOptions options, cache::PullThroughCache& cache, cache::UpstreamSet& upstreams,
-             cache::Metrics& metrics)
+             cache::Metrics& metrics, std::shared_ptr<Authenticator> auth)
       : options_(std::move(options)),
         cache_(cache),
         upstreams_(upstreams),
         metrics_(metrics),
         local_("local", static_cast<size_t>(std::max(1, options_.worker_threads)), 4096),
+        auth_(std::move(auth)),
+        auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, 64) : nullptr),
         ioc_(std::make_unique<asio::io_context>(options_.io_threads)),
         acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
         signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM, SIGHUP)) {}
@@ -243,6 +246,7 @@ class ServerImpl : public Server {
     // (destroying the io_context destroys their frames, whose guards use the members below).
     upstreams_.Shutdown();
     local_.Shutdown();
+    if (auth_workers_) auth_workers_->Shutdown();
     acceptor_.reset();
     signals_.reset();
     ioc_.reset();
@@ -284,6 +288,7 @@ class ServerImpl : public Server {
     // Bounded: transfers in progress abort within about a second, queued work then fails fast.
     upstreams_.Shutdown();
     local_.Shutdown();
+    if (auth_workers_) auth_workers_->Shutdown();
   }
 
   // SIGTERM/SIGINT: graceful shutdown. SIGHUP: options_.on_reload, on a local worker (it may
@@ -696,6 +701,33 @@ class ServerImpl : public Server {
         });
   }
 
+  // Whether the request may go on: Ok, or the refusal (kUnauthenticated: 401, kRateLimited:
+  // 429, kUnavailable: 503). A credential verified recently is decided here; one that needs a
+  // bcrypt run is checked on auth_workers_.
+  awaitable<Status> Authenticate(const tcp::socket& socket, const Request& req) {
+    std::string_view target(req.target().data(), req.target().size());
+    if (!auth_->Required(target.substr(0, target.find('?')))) co_return Status::Ok();
+    const std::string_view authorization = req[bhttp::field::authorization];
+    beast::error_code ec;
+    auto peer_ep = socket.remote_endpoint(ec);
+    const std::string peer = ec ? std::string("unknown") : PeerAddress(peer_ep.address());
+    bool verify = false;
+    Status screened = auth_->Screen(authorization, peer, &verify);
+    if (!screened.ok() || !verify) co_return screened;
+    auto work = [this, authorization, &peer] { return auth_->Verify(authorization, peer); };
+    auto verified = co_await RunOn(*auth_workers_, work);
+    if (verified) co_return std::move(*verified);
+    co_return upstream::WithRetryAfter(Unavailable("too many logins being checked; retry shortly"),
+                                       1);
+  }
+
+  static std::string PeerAddress(const asio::ip::address& a) {
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+      return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+    }
+    return a.to_string();
+  }
+
   // A repository its upstream's allow/deny lists keep out: refused without asking upstream.
   Reply Denied(cache::Upstream& up, const std::string& repository) {
     metrics_.Count("regcache_repository_denied_total", "upstream=\"" + up.name() + "\"");
@@ -720,6 +752,7 @@ class ServerImpl : public Server {
     if (!route.ok()) return false;
     const bool manifest = route->kind == RouteKind::kManifest;
     if (!manifest && !(head && route->kind == RouteKind::kBlob)) return false;
+    if (auth_ && !auth_->Recognized(req[bhttp::field::authorization])) return false;
     auto choice = Choose(*route);
     if (!choice.ok()) return false;
     cache::Upstream* up = upstreams_.Find(choice->upstream);
@@ -762,6 +795,14 @@ class ServerImpl : public Server {
     const bool read_method = head || req.method() == bhttp::verb::get;
     // A request with a body we did not read cannot keep the connection.
     const bool can_keep = keep_alive && !(req.has_content_length() || req.chunked());
+    if (auth_) {
+      Status admitted = co_await Authenticate(beast::get_lowest_layer(stream).socket(), req);
+      if (!admitted.ok()) {
+        Reply reply = Error(admitted, Endpoint::kOther);
+        if (reply.status == 401) reply.headers.push_back({"WWW-Authenticate", auth_->challenge()});
+        co_return co_await Send(stream, reply, head, can_keep, out);
+      }
+    }
     Endpoint ep;
     auto route = ParseTarget(std::string(req.target()), &ep);
     if (!route.ok()) {
@@ -1329,6 +1370,10 @@ class ServerImpl : public Server {
   std::mutex sessions_mu_;
   std::set<std::shared_ptr<SessionState>> sessions_;
   WorkQueue local_;
+  // With authentication configured: the credentials, and the threads bcrypt runs on (apart from
+  // local lookups, so that a flood of logins cannot delay hits that need SQLite).
+  std::shared_ptr<Authenticator> auth_;
+  std::unique_ptr<WorkQueue> auth_workers_;
   // Declared last and torn down first (see the destructor): coroutine frames use the above.
   std::unique_ptr<asio::io_context> ioc_;
   std::unique_ptr<tcp::acceptor> acceptor_;
@@ -1346,10 +1391,11 @@ void RaiseFileLimit() {
 }  // namespace
 
 Result<std::unique_ptr<Server>> CreateServer(ServerOptions options, cache::PullThroughCache& cache,
-                                             cache::UpstreamSet& upstreams,
-                                             cache::Metrics& metrics) {
+                                             cache::UpstreamSet& upstreams, cache::Metrics& metrics,
+                                             std::shared_ptr<Authenticator> auth) {
   RaiseFileLimit();
-  auto server = std::make_unique<ServerImpl>(std::move(options), cache, upstreams, metrics);
+  auto server = std::make_unique<ServerImpl>(std::move(options), cache, upstreams, metrics,
+                                             std::move(auth));
   RC_RETURN_IF_ERROR(server->Bind());
   return std::unique_ptr<Server>(std::move(server));
 }

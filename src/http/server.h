@@ -1,5 +1,6 @@
 // The registry HTTP server of `regcache serve`: the read side of the OCI distribution API in
-// front of a PullThroughCache, plus /metrics and /healthz.
+// front of a PullThroughCache, plus /metrics and /healthz; optionally behind Basic
+// authentication, and only for the repositories each upstream's allow/deny lists let through.
 #pragma once
 
 #include <chrono>
@@ -51,9 +52,12 @@ class Server {
   virtual void Stop() = 0;
 };
 
+class Authenticator;
+
 // Binds the listening socket. kInvalidArgument for a bad address, kIoError if it cannot bind.
+// With `auth`, requests need credentials (see http/auth.h); without, access is anonymous.
 Result<std::unique_ptr<Server>> CreateServer(ServerOptions options, cache::PullThroughCache& cache,
-                                             cache::UpstreamSet& upstreams,
-                                             cache::Metrics& metrics);
+                                             cache::UpstreamSet& upstreams, cache::Metrics& metrics,
+                                             std::shared_ptr<Authenticator> auth = nullptr);
 
 }  // namespace regcache::http
