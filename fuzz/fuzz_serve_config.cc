@@ -23,7 +23,11 @@ void CheckServeConfig(const std::string& yaml) {
   for (const auto& u : c.upstreams) {
     FUZZ_CHECK(u.tag_ttl.count() >= 0);
     for (const auto& rule : u.ttl_rules) FUZZ_CHECK(rule.ttl.count() >= 0);
+    for (const auto& pattern : u.allow) FUZZ_CHECK(!pattern.empty());
+    for (const auto& pattern : u.deny) FUZZ_CHECK(!pattern.empty());
   }
+  // An auth: section that loaded is one the server accepts (the htpasswd file aside).
+  if (!c.auth.htpasswd.empty()) FUZZ_CHECK(regcache::http::ValidateAuthOptions(c.auth).ok());
 }
 
 void CheckSyncConfig(const std::string& yaml) {

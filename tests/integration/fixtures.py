@@ -94,6 +94,16 @@ def push(layout, tag, dest, creds=None):
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
 
 
+def skopeo_copy(src, dest_dir, creds=None):
+    """Pulls every platform of docker://src (plain HTTP) into an OCI layout as :v1; the
+    CompletedProcess (skopeo verifies every digest)."""
+    cmd = ["skopeo", "copy", "--all", "-q", "--src-tls-verify=false"]
+    if creds:
+        cmd += ["--src-creds", creds]
+    cmd += ["docker://" + src, "oci:" + dest_dir + ":v1"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
 def inspect_raw(ref, creds=None, digest=None):
     """The exact manifest bytes a registry serves (skopeo inspect --raw)."""
     target = ref if digest is None else ref.rsplit(":", 1)[0] + "@" + digest if "@" not in ref else ref

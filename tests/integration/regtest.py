@@ -77,6 +77,16 @@ def http_request(port, method, path, headers=None, body=None, timeout=60):
         conn.close()
 
 
+def write_htpasswd(path, users):
+    """Writes {user: password} as bcrypt entries, the way `htpasswd -nbB` makes them."""
+    with open(path, "w") as f:
+        for user, pw in users.items():
+            line = subprocess.run(["htpasswd", "-nbB", user, pw], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+            f.write(line + "\n")
+    return path
+
+
 def run_parallel(fn, count):
     """Calls fn(i) for i in range(count) on as many threads at once; returns when all are done."""
     threads = [threading.Thread(target=fn, args=(i,)) for i in range(count)]
@@ -190,12 +200,7 @@ class Registry:
             "http": {"addr": "127.0.0.1:%d" % self.port, "secret": "regcache-test-secret"},
         }
         if auth and auth[0] == "htpasswd":
-            path = os.path.join(self.dir, "htpasswd")
-            with open(path, "w") as f:
-                for user, pw in auth[1].items():
-                    line = subprocess.run(["htpasswd", "-nbB", user, pw], check=True,
-                                          capture_output=True, text=True).stdout.strip()
-                    f.write(line + "\n")
+            path = write_htpasswd(os.path.join(self.dir, "htpasswd"), auth[1])
             config["auth"] = {"htpasswd": {"realm": "regcache-test", "path": path}}
         elif auth and auth[0] == "token":
             ts = auth[1]
@@ -452,9 +457,10 @@ class FaultProxy:
 
 
 class Regcache:
-    """A `regcache serve` process with a YAML config written for it."""
+    """A `regcache serve` process with a YAML config written for it (and `args`, more flags)."""
 
-    def __init__(self, workdir, upstreams, name="rc", extra="", port=None, shutdown_grace="10s"):
+    def __init__(self, workdir, upstreams, name="rc", extra="", port=None, shutdown_grace="10s",
+                 args=()):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.data = os.path.join(self.dir, "data")
@@ -468,13 +474,14 @@ class Regcache:
         self.config = os.path.join(self.dir, "serve.yaml")
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n" + extra)
+        self.args = list(args)
         self.proc = None
         self.start()
 
     def start(self):
         self.log = open(self.log_path, "ab")
         env = dict(os.environ, DOCKER_CONFIG=os.path.join(self.dir, "no-docker-config"))
-        self.proc = subprocess.Popen([REGCACHE, "serve", "--config", self.config],
+        self.proc = subprocess.Popen([REGCACHE, "serve", "--config", self.config, *self.args],
                                      stdout=self.log, stderr=self.log, env=env)
         wait_port(self.port, proc=self.proc, log_path=self.log_path)
 
@@ -486,6 +493,22 @@ class Regcache:
     def request(self, method, path, headers=None, body=None, timeout=60):
         """(status, headers dict (lowercase keys), body bytes)."""
         return http_request(self.port, method, path, headers, body, timeout)
+
+    def reload(self, timeout=10):
+        """Sends SIGHUP and waits for the reload to be logged: True if it was applied, False if
+        it was rejected."""
+        before = self.log_text()
+        applied, rejected = before.count("reloaded the configuration"), before.count("reload rejected")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = self.log_text()
+            if text.count("reloaded the configuration") > applied:
+                return True
+            if text.count("reload rejected") > rejected:
+                return False
+            time.sleep(0.05)
+        raise RuntimeError("no reload logged within %d s: %s" % (timeout, log_tail(self.log_path)))
 
     def metrics(self):
         out = {}

@@ -7,13 +7,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import unittest
 from collections import Counter
 
-from fixtures import push
+from fixtures import push, skopeo_copy
 from regtest import RegistryTestCase, run_parallel, run_regcache
 
 MIB = 1 << 20
@@ -22,14 +21,6 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 
 def sha(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def skopeo_copy(src, dest_dir, creds=None):
-    cmd = ["skopeo", "copy", "--all", "-q", "--src-tls-verify=false"]
-    if creds:
-        cmd += ["--src-creds", creds]
-    cmd += ["docker://" + src, "oci:" + dest_dir + ":v1"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
 def raw_manifest(host, path, headers=None):
