@@ -343,6 +343,13 @@ int main(int argc, char** argv) {
   std::string serve_max_size;
   serve->add_option("--max-size", serve_max_size,
                     "cap on stored blobs: 20GiB, 500MiB, or 80% of the file system (default 80%)");
+  regcache::http::TlsOptions serve_tls;
+  serve->add_option("--tls-cert", serve_tls.cert,
+                    "serve HTTPS with this PEM certificate (its chain after it); reloaded on "
+                    "SIGHUP and when the file changes");
+  serve->add_option("--tls-key", serve_tls.key, "the certificate's PEM private key");
+  serve->add_option("--tls-client-ca", serve_tls.client_ca,
+                    "require client certificates issued by these PEM CAs (mutual TLS)");
 
   try {
     app.parse(argc, argv);
@@ -396,6 +403,9 @@ int main(int argc, char** argv) {
         RC_RETURN_IF_ERROR(regcache::cache::ParseStorageSize(serve_max_size, &c->storage)
                                .WithContext("--max-size"));
       }
+      if (!serve_tls.cert.empty()) c->server.tls.cert = serve_tls.cert;
+      if (!serve_tls.key.empty()) c->server.tls.key = serve_tls.key;
+      if (!serve_tls.client_ca.empty()) c->server.tls.client_ca = serve_tls.client_ca;
       if (!serve_backing.empty()) {
         auto b = ParseBackingUrl(serve_backing);
         if (!b.ok()) return b.status().WithContext("--backing");

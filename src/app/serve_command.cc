@@ -19,10 +19,11 @@ namespace regcache::app {
 namespace {
 
 // SIGHUP: reads the configuration again and applies what can change while serving — upstreams
-// (added, removed, URL or credentials changed, TTLs) and the log level — without dropping a
-// connection or a fill. A configuration that does not load or validate changes nothing. Settings
-// that need a restart are named in the log.
-void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams) {
+// (added, removed, URL or credentials changed, TTLs), the log level and other TLS files —
+// without dropping a connection or a fill. A configuration that does not load or validate changes
+// nothing. Settings that need a restart are named in the log. `served_tls`: the TLS files in use.
+void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams, http::Server& server,
+            http::TlsOptions& served_tls) {
   ServeConfig next;
   Status s = running.reload(&next);
   if (s.ok()) {
@@ -47,6 +48,14 @@ void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams) {
   if (next.storage.max_bytes != running.storage.max_bytes ||
       next.storage.max_percent != running.storage.max_percent)
     restart.push_back("max_size");
+  // The files in use were read again just before (the server does on SIGHUP); other files are
+  // loaded now, or refused with the current ones kept (logged by the server).
+  if (next.server.tls.enabled() != running.server.tls.enabled()) {
+    restart.push_back("tls");
+  } else if (next.server.tls.enabled() && next.server.tls != served_tls &&
+             server.ReloadTls(next.server.tls).ok()) {
+    served_tls = next.server.tls;
+  }
   std::string names;
   for (auto* u : upstreams.All()) {
     names += (names.empty() ? "" : ", ") + u->name() +
@@ -71,6 +80,10 @@ Status CheckServeConfig(const ServeConfig& config) {
     auto client = cache::NewServeClient(config.backing->registry, credentials, config.policy,
                                         nullptr, std::make_shared<std::atomic<bool>>(false), true);
     if (!client.ok()) return client.status().WithContext("backing");
+  }
+  if (config.server.tls.enabled()) {
+    auto tls = http::TlsContexts::Create(config.server.tls);
+    if (!tls.ok()) return tls.status();
   }
   return Status::Ok();
 }
@@ -125,10 +138,12 @@ int RunServe(const ServeConfig& config) {
   }
   http::ServerOptions server_options = config.server;
   std::mutex reload_mu;
+  http::Server* running_server = nullptr;  // set before Run(), and SIGHUP is handled in Run()
+  http::TlsOptions served_tls = config.server.tls;
   if (config.reload) {
-    server_options.on_reload = [&config, &upstreams, &reload_mu] {
+    server_options.on_reload = [&config, &upstreams, &reload_mu, &running_server, &served_tls] {
       std::lock_guard<std::mutex> lock(reload_mu);
-      Reload(config, **upstreams);
+      Reload(config, **upstreams, *running_server, served_tls);
     };
   }
   auto server = http::CreateServer(server_options, cache, **upstreams, metrics);
@@ -136,6 +151,7 @@ int RunServe(const ServeConfig& config) {
     (*upstreams)->Shutdown();
     return ReportFailure(server.status());
   }
+  running_server = server->get();
   // Tag accesses are recorded in memory by hits and written in batches.
   std::mutex flush_mu;
   std::condition_variable flush_cv;
@@ -153,8 +169,13 @@ int RunServe(const ServeConfig& config) {
     names += (names.empty() ? "" : ", ") + u->name() +
              (u == (*upstreams)->Default() ? " (default)" : "");
   }
-  spdlog::info("regcache serve listening on {}:{}, data in {} (cap {}), upstreams: {}{}",
-               config.server.host, (*server)->port(), config.data_dir,
+  const auto& tls = config.server.tls;
+  spdlog::info("regcache serve listening on {}:{}{}, data in {} (cap {}), upstreams: {}{}",
+               config.server.host, (*server)->port(),
+               !tls.enabled()          ? " (plain HTTP)"
+               : tls.client_ca.empty() ? " (HTTPS)"
+                                       : " (HTTPS, client certificates required)",
+               config.data_dir,
                HumanBytes(evictor.cap_bytes()), names,
                backing ? ", backing " + config.backing->registry.url + "/" +
                              config.backing->options.prefix

@@ -9,7 +9,8 @@ namespace regcache::app {
 int RunServe(const ServeConfig& config);
 
 // Everything RunServe would refuse at start, without binding, opening the data directory or
-// contacting anything: upstream and backing URLs, duplicate names, the default upstream.
+// contacting anything: upstream and backing URLs, duplicate names, the default upstream, the TLS
+// certificate files.
 Status CheckServeConfig(const ServeConfig& config);
 
 }  // namespace regcache::app

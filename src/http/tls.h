@@ -32,6 +32,7 @@ struct TlsOptions {
 
   // Any file given turns TLS on (and then the certificate and the key are both required).
   bool enabled() const { return !cert.empty() || !key.empty() || !client_ca.empty(); }
+  bool operator==(const TlsOptions&) const = default;
 };
 
 // The first byte of a TLS handshake record: every TLS connection opens with one (the ClientHello).
