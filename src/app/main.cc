@@ -347,6 +347,13 @@ int main(int argc, char** argv) {
   serve->add_option("--htpasswd", serve_htpasswd,
                     "require Basic credentials from clients, checked against this file of "
                     "bcrypt entries (htpasswd -B); default: anonymous access");
+  regcache::http::TlsOptions serve_tls;
+  serve->add_option("--tls-cert", serve_tls.cert,
+                    "serve HTTPS with this PEM certificate (its chain after it); reloaded on "
+                    "SIGHUP and when the file changes");
+  serve->add_option("--tls-key", serve_tls.key, "the certificate's PEM private key");
+  serve->add_option("--tls-client-ca", serve_tls.client_ca,
+                    "require client certificates issued by these PEM CAs (mutual TLS)");
 
   try {
     app.parse(argc, argv);
@@ -401,6 +408,9 @@ int main(int argc, char** argv) {
                                .WithContext("--max-size"));
       }
       if (!serve_htpasswd.empty()) c->auth.htpasswd = serve_htpasswd;
+      if (!serve_tls.cert.empty()) c->server.tls.cert = serve_tls.cert;
+      if (!serve_tls.key.empty()) c->server.tls.key = serve_tls.key;
+      if (!serve_tls.client_ca.empty()) c->server.tls.client_ca = serve_tls.client_ca;
       if (!serve_backing.empty()) {
         auto b = ParseBackingUrl(serve_backing);
         if (!b.ok()) return b.status().WithContext("--backing");

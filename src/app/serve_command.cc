@@ -20,11 +20,11 @@ namespace {
 
 // SIGHUP: reads the configuration again and applies what can change while serving — upstreams
 // (added, removed, URL or credentials changed, TTLs, allow/deny lists), the users of the
-// htpasswd file and the log level — without dropping a connection or a fill. A configuration
-// that does not load or validate changes nothing. Settings that need a restart are named in the
-// log.
+// htpasswd file, the log level and other TLS files — without dropping a connection or a fill. A
+// configuration that does not load or validate changes nothing. Settings that need a restart are
+// named in the log. `served_tls`: the TLS files in use.
 void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams,
-            http::Authenticator* auth) {
+            http::Authenticator* auth, http::Server& server, http::TlsOptions& served_tls) {
   ServeConfig next;
   Status s = running.reload(&next);
   // The users are read before anything changes: a bad htpasswd file rejects the whole reload.
@@ -67,6 +67,14 @@ void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams,
   if (next.storage.max_bytes != running.storage.max_bytes ||
       next.storage.max_percent != running.storage.max_percent)
     restart.push_back("max_size");
+  // The files in use were read again just before (the server does on SIGHUP); other files are
+  // loaded now, or refused with the current ones kept (logged by the server).
+  if (next.server.tls.enabled() != running.server.tls.enabled()) {
+    restart.push_back("tls");
+  } else if (next.server.tls.enabled() && next.server.tls != served_tls &&
+             server.ReloadTls(next.server.tls).ok()) {
+    served_tls = next.server.tls;
+  }
   std::string names;
   for (auto* u : upstreams.All()) {
     names += (names.empty() ? "" : ", ") + u->name() +
@@ -95,6 +103,10 @@ Status CheckServeConfig(const ServeConfig& config) {
   if (!config.auth.htpasswd.empty()) {
     auto auth = http::Authenticator::Create(config.auth, nullptr);
     if (!auth.ok()) return auth.status().WithContext("auth");
+  }
+  if (config.server.tls.enabled()) {
+    auto tls = http::TlsContexts::Create(config.server.tls);
+    if (!tls.ok()) return tls.status();
   }
   return Status::Ok();
 }
@@ -159,10 +171,13 @@ int RunServe(const ServeConfig& config) {
   }
   http::ServerOptions server_options = config.server;
   std::mutex reload_mu;
+  http::Server* running_server = nullptr;  // set before Run(), and SIGHUP is handled in Run()
+  http::TlsOptions served_tls = config.server.tls;
   if (config.reload) {
-    server_options.on_reload = [&config, &upstreams, &reload_mu, &auth] {
+    server_options.on_reload = [&config, &upstreams, &reload_mu, &auth, &running_server,
+                                &served_tls] {
       std::lock_guard<std::mutex> lock(reload_mu);
-      Reload(config, **upstreams, auth.get());
+      Reload(config, **upstreams, auth.get(), *running_server, served_tls);
     };
   }
   auto server = http::CreateServer(server_options, cache, **upstreams, metrics, auth);
@@ -170,6 +185,7 @@ int RunServe(const ServeConfig& config) {
     (*upstreams)->Shutdown();
     return ReportFailure(server.status());
   }
+  running_server = server->get();
   // Tag accesses are recorded in memory by hits and written in batches.
   std::mutex flush_mu;
   std::condition_variable flush_cv;
@@ -187,8 +203,13 @@ int RunServe(const ServeConfig& config) {
     names += (names.empty() ? "" : ", ") + u->name() +
              (u == (*upstreams)->Default() ? " (default)" : "");
   }
-  spdlog::info("regcache serve listening on {}:{}, data in {} (cap {}), upstreams: {}{}",
-               config.server.host, (*server)->port(), config.data_dir,
+  const auto& tls = config.server.tls;
+  spdlog::info("regcache serve listening on {}:{}{}, data in {} (cap {}), upstreams: {}{}",
+               config.server.host, (*server)->port(),
+               !tls.enabled()          ? " (plain HTTP)"
+               : tls.client_ca.empty() ? " (HTTPS)"
+                                       : " (HTTPS, client certificates required)",
+               config.data_dir,
                HumanBytes(evictor.cap_bytes()), names,
                backing ? ", backing " + config.backing->registry.url + "/" +
                              config.backing->options.prefix

@@ -10,7 +10,7 @@ int RunServe(const ServeConfig& config);
 
 // Everything RunServe would refuse at start, without binding, opening the data directory or
 // contacting anything: upstream and backing URLs, duplicate names, the default upstream, the
-// htpasswd file.
+// htpasswd file, the TLS certificate files.
 Status CheckServeConfig(const ServeConfig& config);
 
 }  // namespace regcache::app

@@ -134,6 +134,18 @@ Status LoadBacking(const YAML::Node& n, ServeConfig* c) {
   return Status::Ok();
 }
 
+// tls: {cert: FILE, key: FILE, client_ca: FILE, watch_interval: 5s}. The files are read when the
+// server starts (and on reload), where a bad one is reported.
+Status LoadTls(const YAML::Node& n, http::TlsOptions* tls) {
+  if (!n.IsMap()) return InvalidArgument("tls must be a mapping: {cert: FILE, key: FILE}");
+  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n, {"cert", "key", "client_ca", "watch_interval"}, "tls"));
+  if (!n["cert"] || !n["key"]) return InvalidArgument("tls needs both 'cert' and 'key'");
+  tls->cert = n["cert"].as<std::string>();
+  tls->key = n["key"].as<std::string>();
+  if (n["client_ca"]) tls->client_ca = n["client_ca"].as<std::string>();
+  return LoadDuration(n, "watch_interval", &tls->watch_interval);
+}
+
 Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (!root.IsMap()) return InvalidArgument("serve config must be a YAML mapping");
   RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
@@ -143,7 +155,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
        "upstream_timeout", "upstream_concurrency", "upstream_queue", "fill_queue",
        "revalidate_wait", "negative_ttl", "breaker_failures", "breaker_open", "write_timeout",
        "max_connections", "fill_start_timeout", "max_size", "metadata_retention", "backing",
-       "auth"},
+       "auth", "tls"},
       "serve config"));
   if (root["listen"]) RC_RETURN_IF_ERROR(ParseListen(root["listen"].as<std::string>(), &c->server));
   if (root["data_dir"]) c->data_dir = root["data_dir"].as<std::string>();
@@ -208,6 +220,7 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
   if (root["default_upstream"]) c->default_upstream = root["default_upstream"].as<std::string>();
   if (auto b = root["backing"]) RC_RETURN_IF_ERROR(LoadBacking(b, c));
   if (auto a = root["auth"]) RC_RETURN_IF_ERROR(LoadAuth(a, c));
+  if (auto t = root["tls"]) RC_RETURN_IF_ERROR(LoadTls(t, &c->server.tls));
   return Status::Ok();
 }
 

@@ -202,5 +202,30 @@ backing:
   EXPECT_FALSE(LoadServeConfig("backing: {url: 'https://h', colour: red}", &bad).ok());
 }
 
+TEST(ServeConfigTest, TlsKeys) {
+  ServeConfig c;
+  EXPECT_FALSE(c.server.tls.enabled());
+  Status s = LoadServeConfig(R"(
+tls:
+  cert: /etc/regcache/tls.crt
+  key: /etc/regcache/tls.key
+  client_ca: /etc/regcache/clients.pem
+  watch_interval: 30s
+)",
+                             &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(c.server.tls.enabled());
+  EXPECT_EQ(c.server.tls.cert, "/etc/regcache/tls.crt");
+  EXPECT_EQ(c.server.tls.key, "/etc/regcache/tls.key");
+  EXPECT_EQ(c.server.tls.client_ca, "/etc/regcache/clients.pem");
+  EXPECT_EQ(c.server.tls.watch_interval, std::chrono::seconds(30));
+  ServeConfig bad;
+  s = LoadServeConfig("tls: {cert: /c}", &bad);
+  EXPECT_NE(s.message().find("'cert' and 'key'"), std::string::npos) << s.ToString();
+  s = LoadServeConfig("tls: {cert: /c, key: /k, ca: /x}", &bad);
+  EXPECT_NE(s.message().find("ca"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(LoadServeConfig("tls: /c", &bad).ok());
+}
+
 }  // namespace
 }  // namespace regcache::app

@@ -16,6 +16,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -41,6 +42,10 @@ using asio::awaitable;
 using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
+// A TLS connection, layered on the session's own tcp_stream.
+using TlsStream = beast::ssl_stream<beast::tcp_stream&>;
+// The longest a TLS handshake may take (and at most idle_timeout).
+constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(15);
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 using Request = bhttp::request<bhttp::empty_body>;
@@ -253,6 +258,11 @@ class ServerImpl : public Server {
   }
 
   Status Bind() {
+    if (options_.tls.enabled()) {
+      RC_ASSIGN_OR_RETURN(tls_, TlsContexts::Create(options_.tls));
+      metrics_.SetGauge("regcache_tls_certificate_expiry_timestamp_seconds", "", tls_->NotAfter());
+      spdlog::info("TLS certificate: {}", tls_->Describe());
+    }
     beast::error_code ec;
     auto address = asio::ip::make_address(options_.host == "" ? "0.0.0.0" : options_.host, ec);
     if (ec) return InvalidArgument("invalid listen address '" + options_.host + "'");
@@ -281,6 +291,7 @@ class ServerImpl : public Server {
     asio::co_spawn(*ioc_, Listen(), asio::detached);
     SweepIdle();
     WaitForSignal();
+    if (tls_) asio::co_spawn(*ioc_, WatchTlsFiles(), asio::detached);
     std::vector<std::thread> threads;
     for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { ioc_->run(); });
     ioc_->run();
@@ -291,14 +302,16 @@ class ServerImpl : public Server {
     if (auth_workers_) auth_workers_->Shutdown();
   }
 
-  // SIGTERM/SIGINT: graceful shutdown. SIGHUP: options_.on_reload, on a local worker (it may
-  // read files and build clients), and the server goes on.
+  // SIGTERM/SIGINT: graceful shutdown. SIGHUP: the TLS files are read again, then
+  // options_.on_reload runs on a local worker (it may read files and build clients), and the
+  // server goes on.
   void WaitForSignal() {
     signals_->async_wait([this](const beast::error_code& ec, int sig) {
       if (ec) return;
       if (sig == SIGHUP) {
+        if (tls_) LogTlsReload("SIGHUP", tls_->Reload());
         if (!options_.on_reload) {
-          spdlog::info("SIGHUP: nothing to reload");
+          if (!tls_) spdlog::info("SIGHUP: nothing to reload");
         } else if (!local_.TrySubmit(options_.on_reload)) {
           spdlog::warn("SIGHUP: reload not started, the local workers are saturated; send it again");
         }
@@ -314,7 +327,41 @@ class ServerImpl : public Server {
     asio::post(*ioc_, [this] { BeginShutdown(); });
   }
 
+  Status ReloadTls(const TlsOptions& tls) override {
+    if (!tls_ || !tls.enabled()) {
+      return InvalidArgument("TLS is turned on or off only by a restart");
+    }
+    Status s = tls_->Reload(tls);
+    LogTlsReload("configuration", s);
+    return s;
+  }
+
  private:
+  // Certificate renewals (certbot, cert-manager) replace the files: polled, not watched with
+  // inotify, which misses a symbolic link swapped in a parent directory.
+  awaitable<void> WatchTlsFiles() {
+    asio::steady_timer timer(*ioc_);
+    while (!stopping_) {
+      const auto every = tls_->watch_interval();
+      timer.expires_after(every.count() > 0 ? every : std::chrono::seconds(5));
+      co_await timer.async_wait(kTuple);
+      if (stopping_ || every.count() == 0) continue;
+      if (auto s = tls_->ReloadIfChanged()) LogTlsReload("certificate files changed", *s);
+    }
+  }
+
+  void LogTlsReload(const char* trigger, const Status& s) {
+    if (!s.ok()) {
+      metrics_.Count("regcache_tls_reloads_total", "result=\"rejected\"");
+      spdlog::error("{}: TLS files not loaded, the current certificate keeps serving: {}", trigger,
+                    s.message());
+      return;
+    }
+    metrics_.Count("regcache_tls_reloads_total", "result=\"ok\"");
+    metrics_.SetGauge("regcache_tls_certificate_expiry_timestamp_seconds", "", tls_->NotAfter());
+    spdlog::info("{}: TLS certificate reloaded: {}", trigger, tls_->Describe());
+  }
+
   void BeginShutdown() {
     if (stopping_.exchange(true)) return;
     beast::error_code ec;
@@ -353,9 +400,10 @@ class ServerImpl : public Server {
   }
 
   // Past the connection cap: a fixed answer written without waiting, then close. The server
-  // stays responsive for the connections it has.
+  // stays responsive for the connections it has. (On a TLS port nothing can be said before a
+  // handshake: just the close.)
   template <typename Socket>
-  static void Refuse(Socket& socket) {
+  static void Refuse(Socket& socket, bool tls) {
     static const std::string kReply = [] {
       std::string body =
           ErrorBody("UNAVAILABLE", "too many connections to this cache; retry shortly");
@@ -363,7 +411,9 @@ class ServerImpl : public Server {
              "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
              std::to_string(body.size()) + "\r\n\r\n" + body;
     }();
-    ::send(socket.native_handle(), kReply.data(), kReply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (!tls) {
+      ::send(socket.native_handle(), kReply.data(), kReply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     beast::error_code ignored;
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
@@ -390,7 +440,7 @@ class ServerImpl : public Server {
               options_.max_connections);
         }
         metrics_.Count("regcache_connections_refused_total", "");
-        Refuse(socket);
+        Refuse(socket, tls_ != nullptr);
         continue;
       }
       refusing_ = false;
@@ -486,6 +536,109 @@ class ServerImpl : public Server {
     metrics_.connections++;
     SessionGuard guard{this, state};
     beast::flat_buffer buffer;
+    // The first bytes tell the protocol: TLS opens with a handshake record, HTTP with a method.
+    // They stay in `buffer` for the HTTP parser or the TLS handshake. (SweepIdle bounds the wait.)
+    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+    if (ec) co_return;  // closed without a word (e.g. a port probe), or idle
+    buffer.commit(n);
+    const bool hello =
+        *static_cast<const unsigned char*>(buffer.data().data()) == kTlsHandshakeRecord;
+    if (hello != (tls_ != nullptr)) {
+      co_await WrongProtocol(stream, buffer, hello);
+    } else if (tls_) {
+      co_await ServeTls(stream, buffer, state.get());
+    } else {
+      co_await Requests(stream, buffer, state.get());
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    }
+  }
+
+  // A TLS connection: the handshake (its ClientHello already in `buffer`) under a deadline, the
+  // requests as on a plain connection, then close_notify.
+  awaitable<void> ServeTls(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                           SessionState* state) {
+    // This connection's context, whatever reloads come while it is open.
+    std::shared_ptr<asio::ssl::context> context = tls_->Current();
+    TlsStream tls(stream, *context);
+    const std::string peer = Peer(stream);  // a timeout closes the socket
+    stream.expires_after(std::min<std::chrono::steady_clock::duration>(kTlsHandshakeTimeout,
+                                                                      options_.idle_timeout));
+    auto [ec, used] =
+        co_await tls.async_handshake(asio::ssl::stream_base::server, buffer.data(), kTuple);
+    if (ec) {
+      metrics_.Count("regcache_tls_handshake_failures_total", "");
+      if (!stopping_) spdlog::info("TLS handshake with {} failed: {}", peer, ec.message());
+      co_return;
+    }
+    stream.expires_never();
+    buffer.consume(used);
+    co_await Requests(tls, buffer, state);
+    // close_notify without waiting for the client's (it may never send one).
+    SSL_set_shutdown(tls.native_handle(), SSL_RECEIVED_SHUTDOWN);
+    stream.expires_after(std::chrono::seconds(1));
+    co_await tls.async_shutdown(kTuple);
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  // A client speaking the other protocol than the port. A TLS ClientHello on a plain port gets a
+  // fatal TLS alert, which every TLS client reports at once (and podman/skopeo set `insecure`
+  // fall back to plain HTTP); plain HTTP on a TLS port gets a 400 saying to use https://. Both
+  // are logged; then a close that lets the client read the answer.
+  awaitable<void> WrongProtocol(beast::tcp_stream& stream, beast::flat_buffer& buffer, bool hello) {
+    if (hello) {
+      metrics_.Count("regcache_wrong_protocol_total", "received=\"tls\"");
+      spdlog::warn(
+          "TLS ClientHello from {} on a plain-HTTP port: answered with a TLS alert; configure "
+          "--tls-cert/--tls-key or use http://",
+          Peer(stream));
+      stream.expires_after(options_.write_timeout);
+      co_await asio::async_write(stream, asio::buffer(kTlsHandshakeFailureAlert), kTuple);
+    } else {
+      bhttp::request_parser<bhttp::empty_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
+      // The request's header, for the log (SweepIdle bounds the wait).
+      auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
+      const Request& req = parser.get();
+      const std::string host = ec ? "" : std::string(req[bhttp::field::host]);
+      metrics_.Count("regcache_wrong_protocol_total", "received=\"http\"");
+      spdlog::warn(
+          "plain HTTP request from {} on the HTTPS port{}: answered 400; use https://",
+          Peer(stream),
+          ec ? std::string()
+             : " (" + std::string(req.method_string()) + " " + std::string(req.target()) + ")");
+      Reply r = ErrorReply(400, "UNSUPPORTED",
+                           "this port speaks HTTPS only: use https://" +
+                               (host.empty() ? std::string("HOST:PORT") : host) + "/");
+      co_await Write(stream, r, false, false);
+    }
+    co_await LingeringClose(stream);
+  }
+
+  // Closes a connection whose client may still be sending (the rest of a ClientHello, a request
+  // body): sends FIN, then discards what arrives until the client closes, for a second at most,
+  // so that unread bytes do not make the kernel reset the connection before the answer is read.
+  awaitable<void> LingeringClose(beast::tcp_stream& stream) {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    std::array<char, 1024> sink;
+    stream.expires_after(std::chrono::seconds(1));
+    while (true) {
+      auto [ec, n] = co_await stream.async_read_some(asio::buffer(sink), kTuple);
+      if (ec) break;
+    }
+  }
+
+  static std::string Peer(beast::tcp_stream& stream) {
+    beast::error_code ec;
+    auto ep = stream.socket().remote_endpoint(ec);
+    return ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+
+  // Reads and answers requests on a connection until it closes, idles out, or the server stops.
+  template <typename Stream>
+  awaitable<void> Requests(Stream& stream, beast::flat_buffer& buffer, SessionState* state) {
     while (!stopping_) {
       bhttp::request_parser<bhttp::empty_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
@@ -500,7 +653,7 @@ class ServerImpl : public Server {
         co_await Write(stream, r, false, false);
         break;
       }
-      if (ec) break;  // closed, timed out, or not HTTP (e.g. a TLS ClientHello): drop it
+      if (ec) break;  // closed, timed out, or not HTTP: drop it
       state->busy = true;
       auto start = std::chrono::steady_clock::now();
       Outcome outcome;
@@ -544,8 +697,6 @@ class ServerImpl : public Server {
       }
       if (failed || !keep) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 
   // Runs a blocking call on `queue` and resumes the awaiting coroutine on its own executor;
@@ -625,7 +776,8 @@ class ServerImpl : public Server {
   // serializer walks each field as several small buffers, which costs more than the rest of a
   // cached-manifest hit.
   // Not a coroutine: the block moves into WriteBlock's frame; the body is the caller's.
-  awaitable<bool> Write(beast::tcp_stream& stream, const Reply& r, bool head, bool keep_alive) {
+  template <typename Stream>
+  awaitable<bool> Write(Stream& stream, const Reply& r, bool head, bool keep_alive) {
     const bool keep = keep_alive && !r.close;
     const std::string_view body =
         r.shared ? std::string_view(r.shared->bytes) : std::string_view(r.body);
@@ -650,6 +802,18 @@ class ServerImpl : public Server {
     stream.expires_after(options_.write_timeout);
     auto [ec, n] = co_await asio::async_write(stream, rest, kTuple);
     stream.expires_never();
+    co_return !ec && keep_alive;
+  }
+
+  // Through TLS every byte goes through the stream (no shortcut to the socket); Beast's
+  // ssl_stream gathers a small block and body into one record.
+  awaitable<bool> WriteBlock(TlsStream& stream, std::string block, std::string_view body,
+                             bool keep_alive) {
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(block),
+                                              asio::buffer(body.data(), body.size())};
+    beast::get_lowest_layer(stream).expires_after(options_.write_timeout);
+    auto [ec, n] = co_await asio::async_write(stream, buffers, kTuple);
+    beast::get_lowest_layer(stream).expires_never();
     co_return !ec && keep_alive;
   }
 
@@ -788,7 +952,8 @@ class ServerImpl : public Server {
     return true;
   }
 
-  awaitable<bool> Handle(beast::tcp_stream& stream, Request& req, Outcome& out) {
+  template <typename Stream>
+  awaitable<bool> Handle(Stream& stream, Request& req, Outcome& out) {
     // HTTP/1.0 keep-alive is not offered: such clients get their answer and a close.
     const bool keep_alive = req.keep_alive() && req.version() >= 11 && !stopping_;
     const bool head = req.method() == bhttp::verb::head;
@@ -946,8 +1111,8 @@ class ServerImpl : public Server {
   // `r` is a named local of the caller: GCC 12 destroys temporaries inside co_await expressions
   // twice (seen as a double free), so no reply is ever built inside one.
   // Not a coroutine itself: one frame less on every response.
-  awaitable<bool> Send(beast::tcp_stream& stream, const Reply& r, bool head, bool keep_alive,
-                       Outcome& out) {
+  template <typename Stream>
+  awaitable<bool> Send(Stream& stream, const Reply& r, bool head, bool keep_alive, Outcome& out) {
     out.status = r.status;
     out.bytes = head ? 0 : (r.shared ? r.shared->bytes.size() : r.body.size());
     out.sent = true;
@@ -970,7 +1135,8 @@ class ServerImpl : public Server {
     co_return co_await RunLocal(work);
   }
 
-  awaitable<bool> ServeManifest(beast::tcp_stream& stream, Request& req, cache::Upstream& up,
+  template <typename Stream>
+  awaitable<bool> ServeManifest(Stream& stream, Request& req, cache::Upstream& up,
                                 const std::string& repo, const std::string& ref,
                                 const Headers& common, bool keep_alive, bool head, Outcome& out) {
     // In memory first, on this thread: no frame, no hop for a hit.
@@ -1074,7 +1240,8 @@ class ServerImpl : public Server {
     }
   }
 
-  awaitable<bool> ServeBlob(beast::tcp_stream& stream, Request& req, cache::Upstream& up,
+  template <typename Stream>
+  awaitable<bool> ServeBlob(Stream& stream, Request& req, cache::Upstream& up,
                             const std::string& repo, const std::string& ref, const Headers& common,
                             bool keep_alive, bool head, Outcome& out) {
     auto digest = oci::Digest::Parse(ref).value();
@@ -1246,9 +1413,9 @@ class ServerImpl : public Server {
     out.status = status;
     out.sent = true;
     std::string block = HeaderBlock(status, headers, range.length, keep_alive);
-    stream.expires_after(options_.write_timeout);
+    beast::get_lowest_layer(stream).expires_after(options_.write_timeout);
     auto [ec, n] = co_await asio::async_write(stream, asio::buffer(block), kTuple);
-    stream.expires_never();
+    beast::get_lowest_layer(stream).expires_never();
     if (ec || head) co_return !ec && keep_alive;
 
     Status sent;
@@ -1278,8 +1445,9 @@ class ServerImpl : public Server {
   };
 
   // Relays a fill that is not being stored from its window in memory.
-  awaitable<Status> SendFromMemory(beast::tcp_stream& stream, cache::Fill& fill, int reader,
-                                   uint64_t length, Outcome& out) {
+  template <typename Stream>
+  awaitable<Status> SendFromMemory(Stream& stream, cache::Fill& fill, int reader, uint64_t length,
+                                   Outcome& out) {
     std::vector<char> chunk(256 * 1024);
     uint64_t offset = 0;
     while (offset < length) {
@@ -1288,18 +1456,44 @@ class ServerImpl : public Server {
       auto got = fill.CopyOut(reader, offset, chunk.data(), chunk.size());
       if (!got.ok()) co_return got.status();
       if (*got > 0) {
-        stream.expires_after(options_.write_timeout);
-        auto [ec, n] = co_await asio::async_write(stream, asio::buffer(chunk.data(), *got), kTuple);
-        stream.expires_never();
-        if (ec) co_return Unavailable("client connection: " + ec.message());
+        Status s = co_await WriteBody(stream, chunk.data(), *got, out);
+        if (!s.ok()) co_return s;
         offset += *got;
-        out.bytes += *got;
-        metrics_.bytes_served += *got;
         fill.ReaderProgress(reader, offset);
         continue;
       }
       if (stopping_ && state.done) co_return Unavailable("server is shutting down");
       co_await ParkOnFill(fill, state, std::chrono::seconds(5));
+    }
+    co_return Status::Ok();
+  }
+
+  // Writes a piece of a body under the write deadline, and counts it as served.
+  template <typename Stream>
+  awaitable<Status> WriteBody(Stream& stream, const char* data, size_t size, Outcome& out) {
+    beast::get_lowest_layer(stream).expires_after(options_.write_timeout);
+    auto [ec, n] = co_await asio::async_write(stream, asio::buffer(data, size), kTuple);
+    beast::get_lowest_layer(stream).expires_never();
+    if (ec) co_return Unavailable("client connection: " + ec.message());
+    out.bytes += size;
+    metrics_.bytes_served += size;
+    co_return Status::Ok();
+  }
+
+  // Through TLS a file's bytes must pass through user space: read and written in pieces.
+  awaitable<Status> SendFile(TlsStream& stream, int fd, uint64_t offset, uint64_t length,
+                             Outcome& out) {
+    std::vector<char> chunk(static_cast<size_t>(std::min<uint64_t>(length, 256 * 1024)));
+    while (length > 0) {
+      ssize_t n = ::pread(fd, chunk.data(), std::min<uint64_t>(length, chunk.size()),
+                          static_cast<off_t>(offset));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) co_return IoError(std::string("reading a blob: ") + std::strerror(errno));
+      if (n == 0) co_return IoError("file ended early");
+      Status s = co_await WriteBody(stream, chunk.data(), static_cast<size_t>(n), out);
+      if (!s.ok()) co_return s;
+      offset += static_cast<uint64_t>(n);
+      length -= static_cast<uint64_t>(n);
     }
     co_return Status::Ok();
   }
@@ -1338,7 +1532,8 @@ class ServerImpl : public Server {
     co_return Status::Ok();
   }
 
-  awaitable<Status> SendFromFill(beast::tcp_stream& stream, cache::Fill& fill, uint64_t offset,
+  template <typename Stream>
+  awaitable<Status> SendFromFill(Stream& stream, cache::Fill& fill, uint64_t offset,
                                  uint64_t length, Outcome& out) {
     const uint64_t end = offset + length;
     while (offset < end) {
@@ -1374,6 +1569,7 @@ class ServerImpl : public Server {
   // local lookups, so that a flood of logins cannot delay hits that need SQLite).
   std::shared_ptr<Authenticator> auth_;
   std::unique_ptr<WorkQueue> auth_workers_;
+  std::unique_ptr<TlsContexts> tls_;  // null: plain HTTP
   // Declared last and torn down first (see the destructor): coroutine frames use the above.
   std::unique_ptr<asio::io_context> ioc_;
   std::unique_ptr<tcp::acceptor> acceptor_;

@@ -13,6 +13,7 @@
 #include "cache/metrics.h"
 #include "cache/pull_through.h"
 #include "cache/upstream_set.h"
+#include "http/tls.h"
 
 namespace regcache::http {
 
@@ -36,8 +37,11 @@ struct ServerOptions {
   std::chrono::seconds fill_start_timeout{60};
   size_t max_header_bytes = 16 * 1024;
   bool access_log = true;
-  // Called on SIGHUP (live reload), on a worker thread; the server keeps serving meanwhile.
+  // Called on SIGHUP (live reload), on a worker thread, after the TLS files were re-read; the
+  // server keeps serving meanwhile.
   std::function<void()> on_reload;
+  // With a certificate and key: the listener speaks HTTPS only (docs/serve.md, "TLS").
+  TlsOptions tls;
 };
 
 class Server {
@@ -50,6 +54,10 @@ class Server {
   // drains all upstream work (about a second), so nothing still running can touch the server.
   virtual void Run() = 0;
   virtual void Stop() = 0;
+  // Serves the certificate files in `tls` from now on (e.g. after a configuration reload), once
+  // they load; until then, and if they fail to, the current ones (logged either way). Only for a
+  // server started with TLS: TLS is turned on or off by a restart.
+  virtual Status ReloadTls(const TlsOptions& tls) = 0;
 };
 
 class Authenticator;
