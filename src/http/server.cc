@@ -61,6 +61,7 @@ struct Outcome {
   uint64_t bytes = 0;
   std::string cache;  // hit, miss, stale, …
   std::string upstream;
+  cache::UpstreamStats* stats = nullptr;  // the upstream's counters, once it is chosen
   bool sent = false;  // a status line went out
 };
 
@@ -769,14 +770,17 @@ class ServerImpl : public Server {
       ManifestFields(*m, add);
       length = m->bytes.size();
       if (!head) p->body = m;
-      metrics_.Request("manifest", "hit");
-      metrics_.bytes_served += head ? 0 : length;
+      metrics_.Request("manifest", "hit", up->stats());
+      if (!head) {
+        metrics_.Served(up->stats(), length);
+        up->stats()->pulls.Add(choice->repository);
+      }
     } else {
       auto lk = cache_.LookupBlob(*up, choice->repository, route->digest, true, true);
       if (!lk.ok() || lk->state != cache::LookupState::kHit) return false;
       BlobFields(route->digest, add);
       length = lk->size;
-      metrics_.Request("blob", "hit");
+      metrics_.Request("blob", "hit", up->stats());
     }
     p->keep_alive = true;
     p->block = std::move(b).Finish(length, true);
@@ -863,6 +867,7 @@ class ServerImpl : public Server {
     }
     cache::Upstream* up = upstreams_.Find(choice->upstream);
     out.upstream = up->name();
+    out.stats = up->stats();
     if (!up->Allows(choice->repository)) {
       Reply reply = Denied(*up, choice->repository);
       co_return co_await Send(stream, reply, head, can_keep, out);
@@ -979,7 +984,7 @@ class ServerImpl : public Server {
       lk = co_await LookupManifestInStore(up, repo, ref);
     }
     if (!lk.ok()) {
-      metrics_.Request("manifest", "error");
+      metrics_.Request("manifest", "error", up.stats());
       {
         Reply reply = WithCommon(UpstreamError(lk.status(), Endpoint::kManifest, up, req), common);
         co_return co_await Send(stream, reply, head, keep_alive, out);
@@ -1016,7 +1021,7 @@ class ServerImpl : public Server {
       auto work = [this, &up, &repo, &ref] { return cache_.FetchManifest(up, repo, ref); };
       auto fetched = co_await RunUpstream(up, work);
       if (!fetched.ok()) {
-        metrics_.Request("manifest", "error");
+        metrics_.Request("manifest", "error", up.stats());
         {
           Reply reply =
               WithCommon(UpstreamError(fetched.status(), Endpoint::kManifest, up, req), common);
@@ -1025,7 +1030,7 @@ class ServerImpl : public Server {
       }
       m = std::move(*fetched);
     }
-    metrics_.Request("manifest", m.result);
+    metrics_.Request("manifest", m.result, up.stats());
     out.cache = m.result;
     if (!AcceptsMediaType(req, m.manifest->media_type)) {
       {
@@ -1040,7 +1045,10 @@ class ServerImpl : public Server {
     ManifestFields(*m.manifest, AppendTo(r.headers));
     if (!m.warning.empty()) r.headers.push_back({"Warning", m.warning});
     r.shared = m.manifest;
-    metrics_.bytes_served += head ? 0 : m.manifest->bytes.size();
+    if (!head) {
+      metrics_.Served(up.stats(), m.manifest->bytes.size());
+      up.stats()->pulls.Add(repo);
+    }
     co_return co_await Send(stream, r, head, keep_alive, out);
   }
 
@@ -1079,7 +1087,7 @@ class ServerImpl : public Server {
                             bool keep_alive, bool head, Outcome& out) {
     auto digest = oci::Digest::Parse(ref).value();
     auto fail = [&](const Status& s) -> Reply {
-      metrics_.Request("blob", "error");
+      metrics_.Request("blob", "error", up.stats());
       return WithCommon(UpstreamError(s, Endpoint::kBlob, up, req), common);
     };
     auto lk = cache_.LookupBlob(up, repo, digest, head, true);
@@ -1188,7 +1196,7 @@ class ServerImpl : public Server {
         if (*fd >= 0) ::close(*fd);
       }
     } closer{&fd};
-    metrics_.Request("blob", result);
+    metrics_.Request("blob", result, up.stats());
     out.cache = result;
 
     ByteRange range = head ? ByteRange{ByteRange::kFull, 0, size}
@@ -1294,7 +1302,7 @@ class ServerImpl : public Server {
         if (ec) co_return Unavailable("client connection: " + ec.message());
         offset += *got;
         out.bytes += *got;
-        metrics_.bytes_served += *got;
+        metrics_.Served(out.stats, *got);
         fill.ReaderProgress(reader, offset);
         continue;
       }
@@ -1324,7 +1332,7 @@ class ServerImpl : public Server {
       if (n > 0) {
         left -= static_cast<uint64_t>(n);
         out.bytes += static_cast<uint64_t>(n);
-        metrics_.bytes_served += static_cast<uint64_t>(n);
+        metrics_.Served(out.stats, static_cast<uint64_t>(n));
         continue;
       }
       if (n == 0) co_return IoError("file ended early");
