@@ -1,4 +1,5 @@
-// Per-upstream counters and the top-K of repositories.
+// Per-upstream counters, the top-K of repositories and the traffic history behind the status
+// page.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -6,6 +7,7 @@
 
 #include "cache/metrics.h"
 #include "cache/top_counter.h"
+#include "cache/traffic_history.h"
 #include "cache/upstream_set.h"
 
 namespace regcache::cache {
@@ -108,6 +110,30 @@ TEST(TopCounterTest, KeepsTheFrequentKeysOfALongTailInBoundedMemory) {
   }
   EXPECT_EQ(keys, (std::set<std::string>{"library/ruby", "library/alpine", "org/app"}));
   EXPECT_EQ(top.Top(100).size(), 8u);  // never more than its capacity
+}
+
+TEST(TrafficHistoryTest, BoundedRingAndDeltas) {
+  TrafficHistory h(3);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    TrafficHistory::Sample s;
+    s.at = t0 + std::chrono::seconds(15 * i);
+    s.upstreams.push_back({"hub", {uint64_t(10 * i), uint64_t(5 * i), uint64_t(100 * i), 0}});
+    if (i >= 3) s.upstreams.push_back({"ghcr", {4, 1, 0, 64}});
+    h.Add(std::move(s));
+  }
+  auto samples = h.Samples();
+  ASSERT_EQ(samples.size(), 3u);  // the oldest two dropped
+  EXPECT_EQ(samples.front().at, t0 + std::chrono::seconds(30));
+  auto d = TrafficHistory::Delta(samples[0], samples[1], "hub");
+  EXPECT_EQ(d.requests, 10u);
+  EXPECT_EQ(d.hits, 5u);
+  EXPECT_EQ(d.bytes_served, 100u);
+  // An upstream that appears counts from zero; one absent from the later sample did nothing.
+  d = TrafficHistory::Delta(samples[0], samples[1], "ghcr");
+  EXPECT_EQ(d.requests, 4u);
+  EXPECT_EQ(d.bytes_fetched, 64u);
+  EXPECT_EQ(TrafficHistory::Delta(samples[1], samples[0], "nobody").requests, 0u);
 }
 
 }  // namespace

@@ -618,6 +618,25 @@ Result<BlobStart> PullThroughCache::StartFill(Upstream& up, const std::string& r
   return out;
 }
 
+std::vector<FillProgress> PullThroughCache::InFlightFills(size_t max) {
+  std::vector<std::pair<std::string, std::shared_ptr<Fill>>> listed;
+  {
+    std::lock_guard<std::mutex> lock(fills_mu_);
+    for (const auto& [key, fill] : fills_) {
+      if (listed.size() == max) break;
+      listed.emplace_back(key.substr(0, key.rfind('|')), fill);
+    }
+  }
+  std::vector<FillProgress> out;
+  out.reserve(listed.size());
+  for (const auto& [upstream, fill] : listed) {
+    auto state = fill->Snapshot();
+    out.push_back(FillProgress{upstream, fill->repo(), fill->digest(), state.readable, state.size,
+                               fill->memory()});
+  }
+  return out;
+}
+
 void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::string key,
                                std::unique_ptr<storage::BlobWriter> writer) {
   const oci::Digest& digest = fill->digest();

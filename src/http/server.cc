@@ -28,6 +28,7 @@
 #include "http/errors.h"
 #include "http/range.h"
 #include "http/route.h"
+#include "http/status_page.h"
 #include "oci/manifest.h"
 
 namespace regcache::http {
@@ -238,6 +239,7 @@ class ServerImpl : public Server {
         local_("local", static_cast<size_t>(std::max(1, options_.worker_threads)), 4096),
         auth_(std::move(auth)),
         auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, 64) : nullptr),
+        status_(metrics, upstreams, cache),
         ioc_(std::make_unique<asio::io_context>(options_.io_threads)),
         acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
         signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM, SIGHUP)) {}
@@ -281,6 +283,7 @@ class ServerImpl : public Server {
   void Run() override {
     asio::co_spawn(*ioc_, Listen(), asio::detached);
     SweepIdle();
+    SampleStatus();
     WaitForSignal();
     std::vector<std::thread> threads;
     for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { ioc_->run(); });
@@ -368,6 +371,16 @@ class ServerImpl : public Server {
     beast::error_code ignored;
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
+  }
+
+  // Samples the counters for the status page's charts, now and every kSampleEvery until
+  // shutdown.
+  void SampleStatus() {
+    status_.Sample();
+    auto timer = std::make_shared<asio::steady_timer>(*ioc_, StatusPage::kSampleEvery);
+    timer->async_wait([this, timer](const beast::error_code& ec) {
+      if (!ec && !stopping_) SampleStatus();
+    });
   }
 
   awaitable<void> Listen() {
@@ -857,6 +870,13 @@ class ServerImpl : public Server {
         co_return co_await Send(stream, reply, head, can_keep, out);
       }
     }
+    if (route->kind == RouteKind::kStatus) {
+      // Rendering takes a few hundred microseconds: on a local worker, off the event loop.
+      auto work = [this]() -> Result<std::string> { return status_.Render(); };
+      auto page = co_await RunLocal(work);
+      Reply reply = StatusReply(std::move(page));
+      co_return co_await Send(stream, reply, head, can_keep, out);
+    }
 
     auto choice = Choose(*route);
     if (!choice.ok()) {
@@ -941,6 +961,17 @@ class ServerImpl : public Server {
         co_return co_await Send(stream, reply, head, can_keep, out);
       }
     }
+  }
+
+  // The status page, never cached; no script, style inline, nothing loaded from elsewhere.
+  Reply StatusReply(Result<std::string> page) {
+    if (!page.ok()) return Error(page.status(), Endpoint::kOther);
+    Reply r = MakeReply(200, "text/html; charset=utf-8", std::move(*page));
+    r.headers.push_back({"Cache-Control", "no-store"});
+    r.headers.push_back({"X-Content-Type-Options", "nosniff"});
+    r.headers.push_back({"Content-Security-Policy",
+                         "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"});
+    return r;
   }
 
   static Reply WithCommon(Reply r, const Headers& common) {
@@ -1382,6 +1413,7 @@ class ServerImpl : public Server {
   // local lookups, so that a flood of logins cannot delay hits that need SQLite).
   std::shared_ptr<Authenticator> auth_;
   std::unique_ptr<WorkQueue> auth_workers_;
+  StatusPage status_;
   // Declared last and torn down first (see the destructor): coroutine frames use the above.
   std::unique_ptr<asio::io_context> ioc_;
   std::unique_ptr<tcp::acceptor> acceptor_;
