@@ -13,6 +13,7 @@
 #include "app/exit_codes.h"
 #include "app/serve_command.h"
 #include "base/strings.h"
+#include "base/version.h"
 #include "copy/client_pool.h"
 #include "copy/copier.h"
 #include "copy/sync.h"
@@ -258,7 +259,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "regcache: copy container images between registries without a daemon, and cache them"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "regcache 0.1.0");
+  app.set_version_flag("--version", std::string("regcache ") + regcache::kVersion);
 
   CommonFlags common;
   EnsureFlags ef;

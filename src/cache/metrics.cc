@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <string_view>
 
 namespace regcache::cache {
 namespace {
@@ -64,9 +65,10 @@ constexpr Help kHelp[] = {
 }  // namespace
 
 namespace {
-constexpr const char* kRequestKinds[] = {"manifest", "blob"};
-constexpr const char* kRequestResults[] = {"hit",       "miss",     "stale", "revalidated",
-                                           "coalesced", "negative", "error", "backing"};
+// Repositories counted per upstream for "most pulled" (a key beyond them replaces the least
+// counted one).
+constexpr size_t kTopRepositories = 64;
+
 int IndexOf(const std::string& value, const char* const* names, int n) {
   for (int i = 0; i < n; ++i) {
     if (value == names[i]) return i;
@@ -85,10 +87,66 @@ void Metrics::SetGauge(const std::string& name, const std::string& labels, int64
   gauges_[{name, labels}] = value;
 }
 
-void Metrics::Request(const std::string& kind, const std::string& result) {
+namespace {
+// Sums an upstream's request counters over the results `counted` accepts.
+uint64_t SumResults(const UpstreamStats& stats, bool (*counted)(std::string_view result)) {
+  uint64_t n = 0;
+  for (int k = 0; k < kRequestKindCount; ++k) {
+    for (int r = 0; r < kRequestResultCount; ++r) {
+      if (counted(kRequestResults[r])) n += stats.requests[k][r].load(std::memory_order_relaxed);
+    }
+  }
+  return n;
+}
+}  // namespace
+
+uint64_t UpstreamStats::Requests() const {
+  return SumResults(*this, [](std::string_view r) { return r != "negative"; });
+}
+
+uint64_t UpstreamStats::Results(std::string_view result) const {
+  int r = 0;
+  while (r < kRequestResultCount && result != kRequestResults[r]) ++r;
+  if (r == kRequestResultCount) return 0;
+  uint64_t n = 0;
+  for (int k = 0; k < kRequestKindCount; ++k) n += requests[k][r].load(std::memory_order_relaxed);
+  return n;
+}
+
+uint64_t UpstreamStats::Hits() const {
+  return SumResults(
+      *this, [](std::string_view r) { return r == "hit" || r == "revalidated" || r == "stale"; });
+}
+
+UpstreamStats* Metrics::ForUpstream(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stats = upstreams_[name];
+  if (!stats) stats = std::make_unique<UpstreamStats>(kTopRepositories);
+  return stats.get();
+}
+
+std::vector<std::pair<std::string, UpstreamStats*>> Metrics::Upstreams() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::string, UpstreamStats*>> out;
+  for (const auto& [name, stats] : upstreams_) out.emplace_back(name, stats.get());
+  return out;
+}
+
+void Metrics::Served(UpstreamStats* up, uint64_t bytes) {
+  bytes_served.fetch_add(bytes, std::memory_order_relaxed);
+  if (up) up->bytes_served.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void Metrics::Fetched(UpstreamStats* up, uint64_t bytes) {
+  bytes_fetched.fetch_add(bytes, std::memory_order_relaxed);
+  if (up) up->bytes_fetched.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void Metrics::Request(const std::string& kind, const std::string& result, UpstreamStats* up) {
   int k = IndexOf(kind, kRequestKinds, kKinds), r = IndexOf(result, kRequestResults, kResults);
   if (k >= 0 && r >= 0) {
     requests_[k][r].fetch_add(1, std::memory_order_relaxed);
+    if (up) up->requests[k][r].fetch_add(1, std::memory_order_relaxed);
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -121,6 +179,32 @@ uint64_t Metrics::Get(const std::string& name, const std::string& labels) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = counters_.find({name, labels});
   return it == counters_.end() ? 0 : it->second;
+}
+
+// Per-upstream series (mu_ held): the same requests and bytes as the totals above, by upstream.
+void Metrics::RenderUpstreams(std::ostream& out) {
+  out << "# HELP regcache_requests_by_upstream_total Client requests by upstream, kind and cache "
+         "result.\n# TYPE regcache_requests_by_upstream_total counter\n";
+  for (const auto& [name, stats] : upstreams_) {
+    for (int k = 0; k < kKinds; ++k) {
+      for (int r = 0; r < kResults; ++r) {
+        if (uint64_t v = stats->requests[k][r].load()) {
+          out << "regcache_requests_by_upstream_total{upstream=\"" << name << "\",kind=\""
+              << kRequestKinds[k] << "\",result=\"" << kRequestResults[r] << "\"} " << v << "\n";
+        }
+      }
+    }
+  }
+  auto bytes = [&](const char* name, const char* help, std::atomic<uint64_t> UpstreamStats::*field) {
+    out << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
+    for (const auto& [upstream, stats] : upstreams_) {
+      out << name << "{upstream=\"" << upstream << "\"} " << ((*stats).*field).load() << "\n";
+    }
+  };
+  bytes("regcache_bytes_served_by_upstream_total",
+        "Bytes of blobs and manifests sent to clients, by upstream.", &UpstreamStats::bytes_served);
+  bytes("regcache_bytes_fetched_by_upstream_total",
+        "Bytes received from each upstream into the cache.", &UpstreamStats::bytes_fetched);
 }
 
 std::string Metrics::Render() {
@@ -183,6 +267,7 @@ std::string Metrics::Render() {
   for (const auto& [u, v] : ratelimit_) {
     out << "regcache_upstream_ratelimit_remaining{upstream=\"" << u << "\"} " << v << "\n";
   }
+  RenderUpstreams(out);
   return out.str();
 }
 

@@ -128,7 +128,7 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
   // Served with the Content-Type it arrived with, when that names a manifest type.
   std::string media_type =
       oci::IsManifestMediaType(m.info.media_type) ? m.info.media_type : parsed->media_type;
-  metrics_.bytes_fetched += m.bytes.size();
+  metrics_.Fetched(up.stats(), m.bytes.size());
   const std::string& name = up.name();
   // Memory first: this response and the next ones are served from the hot index even when the
   // disk or the database refuses the durable copy (disk full).
@@ -347,7 +347,7 @@ Result<ManifestResponse> PullThroughCache::FetchManifest(Upstream& up, const std
                                                          const std::string& reference) {
   const std::string key = HotIndex::Key(up.name(), repo, reference);
   if (IsKnownMissing(key)) {
-    metrics_.Request("manifest", "negative");
+    metrics_.Request("manifest", "negative", up.stats());
     return NotFound("manifest unknown to upstream " + up.name() + " (remembered)");
   }
   bool joined = false;
@@ -539,7 +539,7 @@ Result<uint64_t> PullThroughCache::ConfirmBlob(Upstream& up, const std::string& 
                                                const oci::Digest& digest) {
   const std::string key = HotIndex::Key(up.name(), repo, digest.str());
   if (IsKnownMissing(key)) {
-    metrics_.Request("blob", "negative");
+    metrics_.Request("blob", "negative", up.stats());
     return NotFound("blob unknown to upstream " + up.name() + " (remembered)");
   }
   auto size = up.Guarded([&] { return up.client().StatBlob(repo, digest); });
@@ -618,6 +618,25 @@ Result<BlobStart> PullThroughCache::StartFill(Upstream& up, const std::string& r
   return out;
 }
 
+std::vector<FillProgress> PullThroughCache::InFlightFills(size_t max) {
+  std::vector<std::pair<std::string, std::shared_ptr<Fill>>> listed;
+  {
+    std::lock_guard<std::mutex> lock(fills_mu_);
+    for (const auto& [key, fill] : fills_) {
+      if (listed.size() == max) break;
+      listed.emplace_back(key.substr(0, key.rfind('|')), fill);
+    }
+  }
+  std::vector<FillProgress> out;
+  out.reserve(listed.size());
+  for (const auto& [upstream, fill] : listed) {
+    auto state = fill->Snapshot();
+    out.push_back(FillProgress{upstream, fill->repo(), fill->digest(), state.readable, state.size,
+                               fill->memory()});
+  }
+  return out;
+}
+
 void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::string key,
                                std::unique_ptr<storage::BlobWriter> writer) {
   const oci::Digest& digest = fill->digest();
@@ -657,7 +676,7 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
           return Status::Ok();
   };
   auto sink = [&](const char* data, size_t n) -> Status {
-          if (!from_backing) metrics_.bytes_fetched += n;
+          if (!from_backing) metrics_.Fetched(up.stats(), n);
           if (memory) {
             RC_RETURN_IF_ERROR(fill->WriteMemory(data, n, kPassThroughStall));
             // Once the window has moved on, a newcomer could not start from byte 0.

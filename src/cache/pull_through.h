@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "base/status.h"
 #include "cache/backing.h"
@@ -86,6 +87,16 @@ struct RawResponse {
   std::string warning;
 };
 
+// A blob download in progress, as the status page lists it.
+struct FillProgress {
+  std::string upstream;
+  std::string repository;  // the one the download goes through
+  oci::Digest digest;
+  uint64_t bytes = 0;       // received so far (what clients may read)
+  uint64_t size = 0;        // 0 until the upstream answered
+  bool relayed = false;     // not being stored (no room): relayed to its clients from memory
+};
+
 class PullThroughCache {
  public:
   PullThroughCache(storage::BlobStore& blobs, metadata::MetadataStore& meta, Metrics& metrics,
@@ -144,6 +155,9 @@ class PullThroughCache {
   Result<RawResponse> Tags(Upstream& up, const std::string& repo, const std::string& query);
   Result<RawResponse> Referrers(Upstream& up, const std::string& repo, const oci::Digest& digest,
                                 const std::string& query);
+
+  // The blob downloads in progress (at most `max` of them), for the status page. Read-only.
+  std::vector<FillProgress> InFlightFills(size_t max);
 
   // Writes the tag accesses recorded since the last flush to the metadata store in one
   // transaction (hits record them in memory only).

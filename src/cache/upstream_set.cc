@@ -27,7 +27,8 @@ std::vector<UpstreamConfig> EmbeddedUpstreams() {
 }
 
 Upstream::Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
-                   const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel)
+                   const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel,
+                   UpstreamStats* stats)
     : config_(std::move(config)),
       ttls_(std::make_shared<const Ttls>(Ttls{config_.tag_ttl, config_.ttl_rules})),
       lists_(std::make_shared<const RepositoryLists>(
@@ -35,6 +36,8 @@ Upstream::Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClie
       listed_(!config_.allow.empty() || !config_.deny.empty()),
       client_(std::move(client)),
       cancel_(std::move(cancel)),
+      own_stats_(stats ? nullptr : std::make_unique<UpstreamStats>(1)),
+      stats_(stats ? stats : own_stats_.get()),
       breaker_(config_.name, policy.breaker),
       requests_("up-" + config_.name, policy.request_threads, policy.request_queue),
       fills_("fill-" + config_.name, policy.fill_threads, policy.fill_queue) {}
@@ -171,8 +174,10 @@ Status UpstreamSet::Build(std::vector<UpstreamConfig> configs, const std::string
     auto cancel = std::make_shared<std::atomic<bool>>(false);
     RC_ASSIGN_OR_RETURN(auto client,
                         NewServeClient(c, credentials_, policy_, metrics_, cancel, false));
+    // Counters are kept by name: an upstream replaced by a reload keeps its figures.
+    UpstreamStats* stats = metrics_ ? metrics_->ForUpstream(c.name) : nullptr;
     created->push_back(
-        std::make_unique<Upstream>(std::move(c), std::move(client), policy_, cancel));
+        std::make_unique<Upstream>(std::move(c), std::move(client), policy_, cancel, stats));
     out->list.push_back(created->back().get());
   }
   if (out->list.empty()) return InvalidArgument("no upstream configured");

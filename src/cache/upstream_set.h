@@ -64,8 +64,10 @@ struct UpstreamPolicy {
 
 class Upstream {
  public:
+  // `stats`: where its clients' requests are counted (Metrics::ForUpstream); null: its own.
   Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
-           const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel);
+           const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel,
+           UpstreamStats* stats = nullptr);
   const std::string& name() const { return config_.name; }
   // As configured at creation; TTLs and repository lists may have been changed since.
   const UpstreamConfig& config() const { return config_; }
@@ -90,6 +92,8 @@ class Upstream {
   WorkQueue& requests() { return requests_; }
   WorkQueue& fills() { return fills_; }
   CircuitBreaker& breaker() { return breaker_; }
+  // Requests and bytes of this upstream's clients (never null).
+  UpstreamStats* stats() { return stats_; }
 
   // Runs `call` (returning Status or Result<T>) if the breaker admits it, and records how it
   // went; otherwise returns the breaker's refusal without contacting the upstream.
@@ -126,6 +130,8 @@ class Upstream {
   std::atomic<bool> listed_{false};  // lists_ has a pattern: hits without lists skip the load
   std::unique_ptr<upstream::RegistryClient> client_;
   std::shared_ptr<std::atomic<bool>> cancel_;
+  std::unique_ptr<UpstreamStats> own_stats_;
+  UpstreamStats* stats_;
   CircuitBreaker breaker_;
   WorkQueue requests_;
   WorkQueue fills_;

@@ -96,6 +96,9 @@ TEST(RouteTest, EndpointsAndThreeRoutingForms) {
   EXPECT_EQ(r->kind, RouteKind::kUpload);
   EXPECT_EQ(ParseTarget("/v2/", &ep)->kind, RouteKind::kBase);
   EXPECT_EQ(ParseTarget("/metrics", &ep)->kind, RouteKind::kMetrics);
+  EXPECT_EQ(ParseTarget("/", &ep)->kind, RouteKind::kStatus);
+  EXPECT_EQ(ParseTarget("/?refresh=1", &ep)->kind, RouteKind::kStatus);
+  EXPECT_FALSE(ParseTarget("/index.html", &ep).ok());
 }
 
 TEST(RouteTest, RejectsTraversalEncodingAndBadReferences) {

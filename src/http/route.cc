@@ -59,6 +59,10 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
     r.kind = RouteKind::kMetrics;
     return r;
   }
+  if (path == "/") {
+    r.kind = RouteKind::kStatus;
+    return r;
+  }
   if (path == "/v2" || path == "/v2/") {
     r.kind = RouteKind::kBase;
     return r;

@@ -25,7 +25,8 @@ enum class RouteKind {
   kUpload,
   kHealth,
   kReady,
-  kMetrics
+  kMetrics,
+  kStatus  // GET / : the HTML status page
 };
 
 struct Route {

@@ -29,6 +29,7 @@
 #include "http/errors.h"
 #include "http/range.h"
 #include "http/route.h"
+#include "http/status_page.h"
 #include "oci/manifest.h"
 
 namespace regcache::http {
@@ -66,6 +67,7 @@ struct Outcome {
   uint64_t bytes = 0;
   std::string cache;  // hit, miss, stale, …
   std::string upstream;
+  cache::UpstreamStats* stats = nullptr;  // the upstream's counters, once it is chosen
   bool sent = false;  // a status line went out
 };
 
@@ -242,6 +244,7 @@ class ServerImpl : public Server {
         local_("local", static_cast<size_t>(std::max(1, options_.worker_threads)), 4096),
         auth_(std::move(auth)),
         auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, 64) : nullptr),
+        status_(metrics, upstreams, cache),
         ioc_(std::make_unique<asio::io_context>(options_.io_threads)),
         acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
         signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM, SIGHUP)) {}
@@ -290,6 +293,7 @@ class ServerImpl : public Server {
   void Run() override {
     asio::co_spawn(*ioc_, Listen(), asio::detached);
     SweepIdle();
+    SampleStatus();
     WaitForSignal();
     if (tls_) asio::co_spawn(*ioc_, WatchTlsFiles(), asio::detached);
     std::vector<std::thread> threads;
@@ -417,6 +421,16 @@ class ServerImpl : public Server {
     beast::error_code ignored;
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
+  }
+
+  // Samples the counters for the status page's charts, now and every kSampleEvery until
+  // shutdown.
+  void SampleStatus() {
+    status_.Sample();
+    auto timer = std::make_shared<asio::steady_timer>(*ioc_, StatusPage::kSampleEvery);
+    timer->async_wait([this, timer](const beast::error_code& ec) {
+      if (!ec && !stopping_) SampleStatus();
+    });
   }
 
   awaitable<void> Listen() {
@@ -933,14 +947,17 @@ class ServerImpl : public Server {
       ManifestFields(*m, add);
       length = m->bytes.size();
       if (!head) p->body = m;
-      metrics_.Request("manifest", "hit");
-      metrics_.bytes_served += head ? 0 : length;
+      metrics_.Request("manifest", "hit", up->stats());
+      if (!head) {
+        metrics_.Served(up->stats(), length);
+        up->stats()->pulls.Add(choice->repository);
+      }
     } else {
       auto lk = cache_.LookupBlob(*up, choice->repository, route->digest, true, true);
       if (!lk.ok() || lk->state != cache::LookupState::kHit) return false;
       BlobFields(route->digest, add);
       length = lk->size;
-      metrics_.Request("blob", "hit");
+      metrics_.Request("blob", "hit", up->stats());
     }
     p->keep_alive = true;
     p->block = std::move(b).Finish(length, true);
@@ -1018,6 +1035,13 @@ class ServerImpl : public Server {
         co_return co_await Send(stream, reply, head, can_keep, out);
       }
     }
+    if (route->kind == RouteKind::kStatus) {
+      // Rendering takes a few hundred microseconds: on a local worker, off the event loop.
+      auto work = [this]() -> Result<std::string> { return status_.Render(); };
+      auto page = co_await RunLocal(work);
+      Reply reply = StatusReply(std::move(page));
+      co_return co_await Send(stream, reply, head, can_keep, out);
+    }
 
     auto choice = Choose(*route);
     if (!choice.ok()) {
@@ -1028,6 +1052,7 @@ class ServerImpl : public Server {
     }
     cache::Upstream* up = upstreams_.Find(choice->upstream);
     out.upstream = up->name();
+    out.stats = up->stats();
     if (!up->Allows(choice->repository)) {
       Reply reply = Denied(*up, choice->repository);
       co_return co_await Send(stream, reply, head, can_keep, out);
@@ -1103,6 +1128,17 @@ class ServerImpl : public Server {
     }
   }
 
+  // The status page, never cached; no script, style inline, nothing loaded from elsewhere.
+  Reply StatusReply(Result<std::string> page) {
+    if (!page.ok()) return Error(page.status(), Endpoint::kOther);
+    Reply r = MakeReply(200, "text/html; charset=utf-8", std::move(*page));
+    r.headers.push_back({"Cache-Control", "no-store"});
+    r.headers.push_back({"X-Content-Type-Options", "nosniff"});
+    r.headers.push_back({"Content-Security-Policy",
+                         "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"});
+    return r;
+  }
+
   static Reply WithCommon(Reply r, const Headers& common) {
     r.headers.insert(r.headers.end(), common.begin(), common.end());
     return r;
@@ -1145,7 +1181,7 @@ class ServerImpl : public Server {
       lk = co_await LookupManifestInStore(up, repo, ref);
     }
     if (!lk.ok()) {
-      metrics_.Request("manifest", "error");
+      metrics_.Request("manifest", "error", up.stats());
       {
         Reply reply = WithCommon(UpstreamError(lk.status(), Endpoint::kManifest, up, req), common);
         co_return co_await Send(stream, reply, head, keep_alive, out);
@@ -1182,7 +1218,7 @@ class ServerImpl : public Server {
       auto work = [this, &up, &repo, &ref] { return cache_.FetchManifest(up, repo, ref); };
       auto fetched = co_await RunUpstream(up, work);
       if (!fetched.ok()) {
-        metrics_.Request("manifest", "error");
+        metrics_.Request("manifest", "error", up.stats());
         {
           Reply reply =
               WithCommon(UpstreamError(fetched.status(), Endpoint::kManifest, up, req), common);
@@ -1191,7 +1227,7 @@ class ServerImpl : public Server {
       }
       m = std::move(*fetched);
     }
-    metrics_.Request("manifest", m.result);
+    metrics_.Request("manifest", m.result, up.stats());
     out.cache = m.result;
     if (!AcceptsMediaType(req, m.manifest->media_type)) {
       {
@@ -1206,7 +1242,10 @@ class ServerImpl : public Server {
     ManifestFields(*m.manifest, AppendTo(r.headers));
     if (!m.warning.empty()) r.headers.push_back({"Warning", m.warning});
     r.shared = m.manifest;
-    metrics_.bytes_served += head ? 0 : m.manifest->bytes.size();
+    if (!head) {
+      metrics_.Served(up.stats(), m.manifest->bytes.size());
+      up.stats()->pulls.Add(repo);
+    }
     co_return co_await Send(stream, r, head, keep_alive, out);
   }
 
@@ -1246,7 +1285,7 @@ class ServerImpl : public Server {
                             bool keep_alive, bool head, Outcome& out) {
     auto digest = oci::Digest::Parse(ref).value();
     auto fail = [&](const Status& s) -> Reply {
-      metrics_.Request("blob", "error");
+      metrics_.Request("blob", "error", up.stats());
       return WithCommon(UpstreamError(s, Endpoint::kBlob, up, req), common);
     };
     auto lk = cache_.LookupBlob(up, repo, digest, head, true);
@@ -1355,7 +1394,7 @@ class ServerImpl : public Server {
         if (*fd >= 0) ::close(*fd);
       }
     } closer{&fd};
-    metrics_.Request("blob", result);
+    metrics_.Request("blob", result, up.stats());
     out.cache = result;
 
     ByteRange range = head ? ByteRange{ByteRange::kFull, 0, size}
@@ -1476,7 +1515,7 @@ class ServerImpl : public Server {
     beast::get_lowest_layer(stream).expires_never();
     if (ec) co_return Unavailable("client connection: " + ec.message());
     out.bytes += size;
-    metrics_.bytes_served += size;
+    metrics_.Served(out.stats, size);
     co_return Status::Ok();
   }
 
@@ -1518,7 +1557,7 @@ class ServerImpl : public Server {
       if (n > 0) {
         left -= static_cast<uint64_t>(n);
         out.bytes += static_cast<uint64_t>(n);
-        metrics_.bytes_served += static_cast<uint64_t>(n);
+        metrics_.Served(out.stats, static_cast<uint64_t>(n));
         continue;
       }
       if (n == 0) co_return IoError("file ended early");
@@ -1570,6 +1609,7 @@ class ServerImpl : public Server {
   std::shared_ptr<Authenticator> auth_;
   std::unique_ptr<WorkQueue> auth_workers_;
   std::unique_ptr<TlsContexts> tls_;  // null: plain HTTP
+  StatusPage status_;
   // Declared last and torn down first (see the destructor): coroutine frames use the above.
   std::unique_ptr<asio::io_context> ioc_;
   std::unique_ptr<tcp::acceptor> acceptor_;
