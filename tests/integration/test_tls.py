@@ -2,6 +2,7 @@
 openssl CLI, clients (python's ssl, curl, skopeo) verifying them; plain HTTP on the TLS port and a
 ClientHello on a plain port; certificate rotation on SIGHUP and on file change; mutual TLS."""
 
+import base64
 import hashlib
 import http.client
 import json
@@ -18,7 +19,7 @@ import unittest
 import warnings
 
 from fixtures import push
-from regtest import RegistryTestCase, free_port, run_regcache
+from regtest import RegistryTestCase, free_port, run_regcache, write_htpasswd
 
 MIB = 1 << 20
 
@@ -239,6 +240,29 @@ class TlsTest(RegistryTestCase):
                               r"\(GET /v2/\): answered 400")
         st, _, metrics = https(rc.port, client_context(self.pki.ca), "GET", "/metrics")
         self.assertIn('regcache_wrong_protocol_total{received="http"} 2', metrics.decode())
+
+    def test_tls_and_basic_authentication_together(self):
+        """The issue's acceptance as one run: --tls-cert/--tls-key with --htpasswd."""
+        hub, digest = self.seeded_hub()
+        users = write_htpasswd(os.path.join(self.work, "htpasswd"), {"ci": "s3cret-Pa55"})
+        cert, key = self.tls_files(self.cert_a)
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host}],
+                           args=["--tls-cert", cert, "--tls-key", key, "--htpasswd", users])
+        ctx = client_context(self.pki.ca)
+        st, h, body = https(rc.port, ctx, "GET", "/v2/")
+        self.assertEqual((st, h.get("www-authenticate")), (401, 'Basic realm="regcache"'))
+        self.assertIn(b"UNAUTHORIZED", body)
+        wrong = {"Authorization": "Basic " + base64.b64encode(b"ci:guess").decode()}
+        self.assertEqual(https(rc.port, ctx, "GET", "/v2/", wrong)[0], 401)
+        cert_dir = self.cert_dir({"ca.crt": self.pki.ca})
+        self.assertEqual(self.skopeo_pull(rc.host, "--src-cert-dir", cert_dir,
+                                          "--src-creds", "ci:s3cret-Pa55"), digest)
+        plain = http.client.HTTPConnection("127.0.0.1", rc.port, timeout=10)
+        plain.request("GET", "/v2/")
+        r = plain.getresponse()
+        self.assertEqual(r.status, 400)
+        self.assertIn(b"https", r.read().lower())
+        plain.close()
 
     def test_client_hello_on_a_plain_port_gets_a_tls_alert(self):
         hub, digest = self.seeded_hub()
