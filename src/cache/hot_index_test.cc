@@ -8,13 +8,13 @@ namespace {
 TEST(HotIndexTest, StaysWithinItsLimits) {
   HotIndex hot(HotIndexLimits{100, 100, 4096});
   for (int i = 0; i < 1000; ++i) {
-    hot.PutTag(HotIndex::Key("hub", "a/b", std::to_string(i).insert(0, "t")),
+    hot.PutTag(HotIndex::Key("hub", "a/b", std::string("t").append(std::to_string(i))),
                metadata::TagRecord{oci::Digest::Of("x"), "t", 1, 1, 1});
     hot.PutLink(HotIndex::Key("hub", "a/b", std::to_string(i)), 5);
   }
   int tags = 0, links = 0;
   for (int i = 0; i < 1000; ++i) {
-    tags += hot.GetTag(HotIndex::Key("hub", "a/b", std::to_string(i).insert(0, "t"))).has_value();
+    tags += hot.GetTag(HotIndex::Key("hub", "a/b", std::string("t").append(std::to_string(i)))).has_value();
     links += hot.GetLink(HotIndex::Key("hub", "a/b", std::to_string(i))).has_value();
   }
   EXPECT_LE(tags, 100);
