@@ -70,6 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case RouteKind::kHealth:
     case RouteKind::kReady:
     case RouteKind::kMetrics:
+    case RouteKind::kStatus:
       FUZZ_CHECK(r.name.empty());
       return 0;
     case RouteKind::kUpload:
