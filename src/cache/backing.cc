@@ -42,24 +42,11 @@ std::string Backing::Repository(const std::string& registry, const std::string& 
 
 const std::string& Backing::registry() const { return reader_->registry(); }
 
-template <typename F>
-auto Backing::Guarded(F&& call) -> decltype(call()) {
-  Status admitted = breaker_.Admit();
-  if (!admitted.ok()) return admitted;
-  auto result = call();
-  if constexpr (std::is_same_v<decltype(result), Status>) {
-    breaker_.Record(result);
-  } else {
-    breaker_.Record(result.status());
-  }
-  return result;
-}
-
 // ---- read side ------------------------------------------------------------------------------
 
 Result<upstream::FetchedManifest> Backing::GetManifest(const std::string& target,
                                                        const std::string& reference) {
-  auto r = Guarded([&] { return reader_->GetManifest(target, reference); });
+  auto r = breaker_.Guard([&] { return reader_->GetManifest(target, reference); });
   metrics_.Count("regcache_backing_requests_total",
                  std::string("kind=\"manifest\",result=\"") +
                      (r.ok() ? "hit" : r.status().code() == Code::kNotFound ? "miss" : "error") +
@@ -70,7 +57,7 @@ Result<upstream::FetchedManifest> Backing::GetManifest(const std::string& target
 
 Result<std::optional<uint64_t>> Backing::StatBlob(const std::string& target,
                                                   const oci::Digest& digest) {
-  auto r = Guarded([&] { return reader_->StatBlob(target, digest); });
+  auto r = breaker_.Guard([&] { return reader_->StatBlob(target, digest); });
   if (r.ok() && r->has_value()) NotePresent(target, digest);
   return r;
 }
@@ -79,7 +66,7 @@ Status Backing::FetchBlob(const std::string& target, const oci::Digest& digest,
                           const std::function<Status(uint64_t)>& on_size,
                           const std::function<Status(const char*, size_t)>& sink) {
   bool started = false;
-  Status s = Guarded([&] {
+  Status s = breaker_.Guard([&] {
     return reader_->FetchBlob(
         target, digest,
         [&](uint64_t n) {

@@ -115,8 +115,6 @@ class Backing {
   void WakeWaiting(const std::string& target);
   void PublishQueue();
 
-  template <typename F>
-  auto Guarded(F&& call) -> decltype(call());
 
   std::unique_ptr<upstream::RegistryClient> reader_;
   std::unique_ptr<upstream::RegistryClient> writer_;

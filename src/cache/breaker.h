@@ -11,6 +11,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <type_traits>
 
 #include "base/status.h"
 
@@ -43,6 +44,21 @@ class CircuitBreaker {
   // opens at once, for the upstream's Retry-After); kAborted (shutdown) is ignored; anything
   // else, including kNotFound, proves the upstream answers.
   void Record(const Status& outcome);
+
+  // Runs `call` (returning Status or Result<T>) if the breaker admits it, and records how it
+  // went; otherwise returns the breaker's refusal without calling.
+  template <typename F>
+  auto Guard(F&& call) -> decltype(call()) {
+    Status admitted = Admit();
+    if (!admitted.ok()) return admitted;
+    auto result = call();
+    if constexpr (std::is_same_v<decltype(result), Status>) {
+      Record(result);
+    } else {
+      Record(result.status());
+    }
+    return result;
+  }
 
   State state();
   // Seconds until the breaker lets a probe through (0 when closed).

@@ -99,11 +99,7 @@ class Upstream {
   // went; otherwise returns the breaker's refusal without contacting the upstream.
   template <typename F>
   auto Guarded(F&& call) -> decltype(call()) {
-    Status admitted = breaker_.Admit();
-    if (!admitted.ok()) return admitted;
-    auto result = call();
-    breaker_.Record(StatusOf(result));
-    return result;
+    return breaker_.Guard(std::forward<F>(call));
   }
 
   // Aborts transfers in progress (within about a second) and joins this upstream's threads,
@@ -111,12 +107,6 @@ class Upstream {
   void Shutdown();
 
  private:
-  static Status StatusOf(const Status& s) { return s; }
-  template <typename T>
-  static Status StatusOf(const Result<T>& r) {
-    return r.status();
-  }
-
   struct Ttls {
     std::chrono::seconds tag_ttl;
     std::vector<TtlRule> rules;
