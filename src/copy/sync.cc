@@ -16,6 +16,97 @@ namespace {
 using Seconds = std::chrono::seconds;
 
 constexpr size_t kMaxTagRegexLength = 1024;
+// libstdc++ builds one automaton state per repeated copy, so `(a{1000}){1000}` is a million
+// states, and it parses a brace count or a back-reference number into a `long` without an
+// overflow check (undefined behaviour). Counts and the expanded size are bounded before std::regex ever sees the text.
+constexpr uint64_t kMaxRegexRepeat = 1000;
+constexpr uint64_t kMaxRegexExpandedSize = 100000;
+
+// Estimates the automaton size of an ECMAScript pattern: every atom counts 1, a group counts
+// its contents, `{m,n}` multiplies the atom before it. Returns an error naming the first count
+// too large or the point where the estimate passes kMaxRegexExpandedSize.
+Status CheckRegexExpansion(std::string_view re) {
+  struct Frame {
+    uint64_t total = 0;  // size of this group so far
+    uint64_t last = 0;   // size of the atom a quantifier would apply to
+  };
+  std::vector<Frame> stack(1);
+  auto atom = [&](uint64_t size) {
+    stack.back().last = size;
+    stack.back().total += size;
+  };
+  for (size_t i = 0; i < re.size(); ++i) {
+    char c = re[i];
+    if (c == '\\') {
+      // `\N` is a back-reference whose number libstdc++ also reads into a long unchecked.
+      size_t digits = 0;
+      while (i + 1 + digits < re.size() && re[i + 1 + digits] >= '0' && re[i + 1 + digits] <= '9') {
+        ++digits;
+      }
+      if (digits > 3) return InvalidArgument("a back-reference number is larger than 999");
+      i += std::max<size_t>(digits, 1);
+      atom(1);
+    } else if (c == '[') {
+      // A class is one atom; `]` right after `[` or `[^` is a literal member.
+      size_t j = i + 1;
+      if (j < re.size() && re[j] == '^') ++j;
+      if (j < re.size() && re[j] == ']') ++j;
+      while (j < re.size() && re[j] != ']') j += re[j] == '\\' ? 2 : 1;
+      i = j;
+      atom(1);
+    } else if (c == '(') {
+      stack.emplace_back();
+    } else if (c == ')') {
+      if (stack.size() == 1) {
+        atom(1);  // unbalanced; std::regex reports it
+        continue;
+      }
+      uint64_t size = std::max<uint64_t>(stack.back().total, 1);
+      stack.pop_back();
+      atom(size);
+    } else if (c == '{') {
+      uint64_t counts[2] = {0, 0};
+      int which = 0;
+      bool open_ended = false;
+      size_t j = i + 1;
+      for (; j < re.size() && re[j] != '}'; ++j) {
+        if (re[j] == ',' && which == 0) {
+          which = 1;
+          open_ended = true;
+        } else if (re[j] >= '0' && re[j] <= '9') {
+          if (which == 1) open_ended = false;
+          counts[which] = counts[which] * 10 + static_cast<uint64_t>(re[j] - '0');
+          if (counts[which] > kMaxRegexRepeat) {
+            return InvalidArgument("a repeat count is larger than " +
+                                   std::to_string(kMaxRegexRepeat));
+          }
+        } else {
+          break;  // not a quantifier; std::regex decides what it is
+        }
+      }
+      if (j >= re.size() || re[j] != '}') {
+        atom(1);
+        continue;
+      }
+      uint64_t times = std::max(counts[0], which == 1 ? counts[1] : 0) + (open_ended ? 1 : 0);
+      times = std::max<uint64_t>(times, 1);
+      Frame& f = stack.back();
+      f.total += f.last * (times - 1);
+      f.last *= times;
+      i = j;
+    } else if (c == '|' || c == '*' || c == '+' || c == '?' || c == '^' || c == '$') {
+      // Alternation adds its branches; these quantifiers and anchors add a state or two.
+    } else {
+      atom(1);
+    }
+    // Only the innermost group grows on each step; outer ones grow when it closes.
+    if (stack.back().total > kMaxRegexExpandedSize) {
+      return InvalidArgument("repeats expand to more than " +
+                             std::to_string(kMaxRegexExpandedSize) + " states");
+    }
+  }
+  return Status::Ok();
+}
 
 Result<std::vector<std::string>> StringList(const YAML::Node& node, const std::string& where) {
   std::vector<std::string> out;
@@ -178,6 +269,7 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
         return InvalidArgument(where + ".tag_regex: longer than " +
                                std::to_string(kMaxTagRegexLength) + " characters");
       }
+      RC_RETURN_IF_ERROR(CheckRegexExpansion(spec.tag_regex).WithContext(where + ".tag_regex"));
       try {
         std::regex re(spec.tag_regex);
       } catch (const std::regex_error& e) {
