@@ -18,7 +18,8 @@ using Seconds = std::chrono::seconds;
 constexpr size_t kMaxTagRegexLength = 1024;
 // libstdc++ builds one automaton state per repeated copy, so `(a{1000}){1000}` is a million
 // states, and it parses a brace count or a back-reference number into a `long` without an
-// overflow check (undefined behaviour). Counts and the expanded size are bounded before std::regex ever sees the text.
+// overflow check (undefined behaviour). Counts and the expanded size are bounded before std::regex
+// ever sees the text.
 constexpr uint64_t kMaxRegexRepeat = 1000;
 constexpr uint64_t kMaxRegexExpandedSize = 100000;
 

@@ -93,13 +93,13 @@ TEST(SyncConfigTest, RefusesOverlongTagRegex) {
       << r.status().message();
 }
 
-// libstdc++ parses a brace count or a back-reference number into a long without an overflow check (UBSan: signed overflow
-// in regex_compiler.tcc), and expands each repeat into copies of the automaton. Found with the
-// fuzz_serve_config target; the counts and the expansion are bounded before std::regex runs.
+// libstdc++ parses a brace count or a back-reference number into a long without an overflow check
+// (UBSan: signed overflow in regex_compiler.tcc), and expands each repeat into copies of the
+// automaton. Found with the fuzz_serve_config target; the counts and the expansion are bounded
+// before std::regex runs.
 TEST(SyncConfigTest, RefusesHugeRegexRepeats) {
   for (const char* re : {"a{999999999999999999}", "a{1,99999999999999999999}", "(a{1000}){1000}",
-                         "((v{100}){100}){100}", "[x]{2000}",
-                         "(a)\\99999999999999999999h"}) {
+                         "((v{100}){100}){100}", "[x]{2000}", "(a)\\99999999999999999999h"}) {
     auto r = ParseSyncConfig(std::string("images: [{source: ruby, destination: x.io/r, "
                                          "tag_regex: '") +
                              re + "'}]");
@@ -107,8 +107,8 @@ TEST(SyncConfigTest, RefusesHugeRegexRepeats) {
     EXPECT_NE(r.status().message().find("images[0].tag_regex"), std::string::npos)
         << r.status().message();
   }
-  for (const char* re : {"v[0-9]{1,3}\\.[0-9]+", "(alpine|debian){1,}-[a-z]{2,10}", "[{]x",
-                         "x{2,}", "3\\.1[89](-slim)?"}) {
+  for (const char* re : {"v[0-9]{1,3}\\.[0-9]+", "(alpine|debian){1,}-[a-z]{2,10}", "[{]x", "x{2,}",
+                         "3\\.1[89](-slim)?"}) {
     auto r = ParseSyncConfig(std::string("images: [{source: ruby, destination: x.io/r, "
                                          "tag_regex: '") +
                              re + "'}]");
