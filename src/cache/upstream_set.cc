@@ -148,7 +148,7 @@ Result<std::unique_ptr<UpstreamSet>> UpstreamSet::Create(std::vector<UpstreamCon
   Active active;
   RC_RETURN_IF_ERROR(set->Build(std::move(configs), default_name, &created, &active));
   for (auto& u : created) set->owned_.push_back(std::move(u));
-  set->active_.store(std::make_shared<const Active>(std::move(active)));
+  set->Publish(std::make_shared<const Active>(std::move(active)));
   return set;
 }
 
@@ -206,7 +206,7 @@ Status UpstreamSet::Reconfigure(std::vector<UpstreamConfig> configs,
   }
   auto previous = active_.load();
   for (auto& u : created) owned_.push_back(std::move(u));
-  active_.store(std::make_shared<const Active>(next));
+  Publish(std::make_shared<const Active>(next));
   // What is no longer found finishes what it was given, then stops (its object stays: work in
   // flight holds references to it).
   std::vector<Upstream*> retired;
@@ -228,8 +228,27 @@ Status UpstreamSet::Reconfigure(std::vector<UpstreamConfig> configs,
   return Status::Ok();
 }
 
+void UpstreamSet::Publish(std::shared_ptr<const Active> next) {
+  static std::atomic<uint64_t> generations{0};
+  active_.store(std::move(next));
+  generation_.store(generations.fetch_add(1) + 1, std::memory_order_release);
+}
+
+const UpstreamSet::Active* UpstreamSet::active() const {
+  thread_local const UpstreamSet* seen_set = nullptr;
+  thread_local uint64_t seen_generation = 0;
+  thread_local std::shared_ptr<const Active> seen;
+  const uint64_t generation = generation_.load(std::memory_order_acquire);
+  if (seen_set != this || seen_generation != generation) {
+    seen = active_.load();
+    seen_set = this;
+    seen_generation = generation;
+  }
+  return seen.get();
+}
+
 Upstream* UpstreamSet::Find(const std::string& name_or_host) {
-  auto a = active();
+  const Active* a = active();
   for (auto* u : a->list) {
     if (u->name() == name_or_host) return u;
   }

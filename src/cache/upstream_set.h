@@ -169,7 +169,11 @@ class UpstreamSet {
     std::vector<Upstream*> list;
     Upstream* default_upstream = nullptr;
   };
-  std::shared_ptr<const Active> active() const { return active_.load(); }
+  // The active set as this thread last saw it, reloaded when the generation moved: the request
+  // path pays one atomic load, not an atomic shared_ptr load and two reference-count updates
+  // per lookup. Valid until this thread's next call.
+  const Active* active() const;
+  void Publish(std::shared_ptr<const Active> next);
   Status Build(std::vector<UpstreamConfig> configs, const std::string& default_name,
                std::vector<std::unique_ptr<Upstream>>* created, Active* out);
 
@@ -179,6 +183,9 @@ class UpstreamSet {
   std::mutex mu_;  // serializes Reconfigure and Shutdown
   std::vector<std::unique_ptr<Upstream>> owned_;  // every upstream ever made, active or retired
   std::atomic<std::shared_ptr<const Active>> active_;
+  // Changes with every Publish; unique across sets, so a thread's cached snapshot of another
+  // (perhaps destroyed) set at the same address never matches.
+  std::atomic<uint64_t> generation_{0};
   std::vector<std::thread> drains_;  // retired upstreams finishing their work
   std::function<void()> on_shutdown_;
 };
