@@ -4,7 +4,7 @@
 side by side in one run.
 
 Setup: one upstream docker-registry with a generated one-platform image; regcache (tag TTL 1h,
-access_log: false) and distribution (proxy mode, access log off, log level warn) in front of it,
+access_log: false, io_threads: 1 on its one core, as nginx runs one worker) and distribution (proxy mode, access log off, log level warn) in front of it,
 both warmed by one skopeo pull; nginx (access_log off) serving the image index's bytes from disk
 with the same Content-Type. Every server is pinned to core 0, the load generator to core 1 (the
 upstream, which only distribution's tag lookups reach, to core 1 too).
@@ -462,7 +462,7 @@ def main():
         layer_digest = child["layers"][0]["digest"]
 
         rc = Regcache(work, [{"name": "hub", "url": "http://" + upstream.host, "tag_ttl": "1h"}],
-                      name="rc", extra="access_log: false\n")
+                      name="rc", extra="access_log: false\nio_threads: 1\n")
         stops.append(rc.stop)
         dist = Registry(work, "dist", proxy_remote="http://" + upstream.host)
         stops.append(dist.stop)

@@ -245,9 +245,14 @@ class ServerImpl : public Server {
         auth_(std::move(auth)),
         auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, 64) : nullptr),
         status_(metrics, upstreams, cache),
-        ioc_(std::make_unique<asio::io_context>(options_.io_threads)),
+        ioc_(std::make_unique<asio::io_context>(1)),
         acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
-        signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM, SIGHUP)) {}
+        signals_(std::make_unique<asio::signal_set>(*ioc_, SIGINT, SIGTERM, SIGHUP)) {
+    for (int i = 1; i < options_.io_threads; ++i) {
+      workers_.push_back(std::make_unique<asio::io_context>(1));
+      worker_guards_.push_back(asio::make_work_guard(*workers_.back()));
+    }
+  }
 
   ~ServerImpl() override {
     // Whatever could still call back into a coroutine must be gone first, then the coroutines
@@ -257,6 +262,8 @@ class ServerImpl : public Server {
     if (auth_workers_) auth_workers_->Shutdown();
     acceptor_.reset();
     signals_.reset();
+    worker_guards_.clear();
+    workers_.clear();
     ioc_.reset();
   }
 
@@ -297,7 +304,7 @@ class ServerImpl : public Server {
     WaitForSignal();
     if (tls_) asio::co_spawn(*ioc_, WatchTlsFiles(), asio::detached);
     std::vector<std::thread> threads;
-    for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { ioc_->run(); });
+    for (auto& worker : workers_) threads.emplace_back([&worker] { worker->run(); });
     ioc_->run();
     for (auto& t : threads) t.join();
     // Bounded: transfers in progress abort within about a second, queued work then fails fast.
@@ -396,6 +403,8 @@ class ServerImpl : public Server {
       }
       if (active == 0 || std::chrono::steady_clock::now() >= deadline_) {
         if (active > 0) spdlog::warn("shutdown grace over: dropping {} connection(s)", active);
+        worker_guards_.clear();
+        for (auto& worker : workers_) worker->stop();
         ioc_->stop();
         return;
       }
@@ -435,7 +444,13 @@ class ServerImpl : public Server {
 
   awaitable<void> Listen() {
     while (!stopping_) {
-      auto [ec, socket] = co_await acceptor_->async_accept(asio::make_strand(*ioc_), kTuple);
+      // Connections are dealt to the I/O threads in turn; each thread runs its own io_context,
+      // so a connection's handlers never run concurrently and need no strand (Envoy's model:
+      // one event loop per worker, nothing shared on the request path).
+      asio::io_context& loop = next_loop_ == 0 ? *ioc_ : *workers_[next_loop_ - 1];
+      next_loop_ = (next_loop_ + 1) % (workers_.size() + 1);
+      auto [ec, socket] = co_await acceptor_->async_accept(
+          asio::any_io_executor(loop.get_executor()), kTuple);
       if (ec) {
         if (stopping_) co_return;
         if (ec == asio::error::no_descriptors) {
@@ -463,6 +478,9 @@ class ServerImpl : public Server {
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       auto ex = socket.get_executor();
+      // Counted here, not when the session starts on its thread: the cap check above must see
+      // every connection already accepted.
+      metrics_.connections++;
       asio::co_spawn(ex, Session(std::move(socket)), asio::detached);
     }
   }
@@ -547,8 +565,7 @@ class ServerImpl : public Server {
       std::lock_guard<std::mutex> lock(sessions_mu_);
       sessions_.insert(state);
     }
-    metrics_.connections++;
-    SessionGuard guard{this, state};
+    SessionGuard guard{this, state};  // Listen counted the connection; the guard uncounts it
     beast::flat_buffer buffer;
     // The first bytes tell the protocol: TLS opens with a handshake record, HTTP with a method.
     // They stay in `buffer` for the HTTP parser or the TLS handshake. (SweepIdle bounds the wait.)
@@ -1611,7 +1628,12 @@ class ServerImpl : public Server {
   std::unique_ptr<TlsContexts> tls_;  // null: plain HTTP
   StatusPage status_;
   // Declared last and torn down first (see the destructor): coroutine frames use the above.
+  // ioc_ runs the acceptor, signals and timers and one share of the connections, on the thread
+  // that called Run(); each of workers_ runs the other shares, one thread each.
   std::unique_ptr<asio::io_context> ioc_;
+  std::vector<std::unique_ptr<asio::io_context>> workers_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> worker_guards_;
+  size_t next_loop_ = 0;  // Listen's turn; only Listen touches it
   std::unique_ptr<tcp::acceptor> acceptor_;
   std::unique_ptr<asio::signal_set> signals_;
 };
