@@ -310,7 +310,18 @@ def skopeo_pull(host, repo_tag, dest):
         raise RuntimeError("pull of %s from %s failed: %s" % (repo_tag, host, r.stderr.strip()))
 
 
-class StaticNginx:
+class NginxProcess:
+    """An nginx master started by a subclass as self.proc (daemon off), with its workers."""
+
+    def pids(self):
+        with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
+            return [self.proc.pid] + [int(p) for p in f.read().split()]
+
+    def stop(self):
+        stop_process(self.proc, signal.SIGTERM, 10)
+
+
+class StaticNginx(NginxProcess):
     """nginx serving one file at `url_path` with a fixed Content-Type, pinned to `core`."""
 
     def __init__(self, workdir, url_path, data, content_type, digest, core):
@@ -329,13 +340,6 @@ class StaticNginx:
                                       "-g", "daemon off;"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
-
-    def pids(self):
-        with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
-            return [self.proc.pid] + [int(p) for p in f.read().split()]
-
-    def stop(self):
-        stop_process(self.proc, signal.SIGTERM, 10)
 
 
 def check_target(host, method, path, headers, want_body=None):

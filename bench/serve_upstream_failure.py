@@ -12,9 +12,10 @@ each image; then both fronts are switched to each mode in turn:
   drop       accepts, then resets the connection at once
   429        answers every request 429 + Retry-After: 120 + a TOOMANYREQUESTS OCI error
 
-In each mode, for each cache: 64 client threads (in --procs processes, so that the GIL does not
-make the client the bottleneck) for --duration seconds, each on one keep-alive http.client
-connection, loop over "pull cached content": GET the manifest by tag (stale past the TTL), GET the
+In each mode, for each cache: 64 keep-alive connections for --duration seconds (--client c, the
+default: bench/pullload.c, one epoll thread built with cc at start; --client python: 64 threads in
+--procs processes, each on one http.client connection, which adds tens of ms of its own to the p99
+on two cores), each looping over "pull cached content": GET the manifest by tag (stale past the TTL), GET the
 child manifest by digest, HEAD then GET the config and each layer (blob bodies go to /dev/null with
 splice(2)). Latency is the whole request (headers and body). A failure is a non-2xx answer, a wrong body, a timeout (--timeout, default
 30 s) or any other exception. Then "cold miss": 10 sequential GETs of a tag that exists upstream
@@ -38,6 +39,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -55,8 +57,8 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from fixtures import make_layout, push  # noqa: E402
-from regtest import Regcache, Registry, free_port, stop_process  # noqa: E402
-from serve_hit_path import (MANIFEST_ACCEPT, bench_session, image_digests, log,  # noqa: E402
+from regtest import Regcache, Registry, free_port, stop_process, wait_port  # noqa: E402
+from serve_hit_path import (MANIFEST_ACCEPT, NginxProcess, bench_session, image_digests, log,  # noqa: E402
                             machine_busy_seconds, skopeo_pull, use_regcache)
 from serve_vs_distribution import cpu_seconds  # noqa: E402
 
@@ -375,6 +377,76 @@ def client_process(job):
     return records, time.process_time() - cpu0
 
 
+class StaticFiles(NginxProcess):
+    """nginx serving the images' manifests and blobs as plain files at their registry paths
+    (two workers, sendfile, like regcache's two I/O threads): what this machine, this client and
+    these bodies cost without any cache logic — the floor for the latency columns."""
+
+    def __init__(self, workdir, layouts, images):
+        self.dir = os.path.join(workdir, "nginx-files")
+        www = os.path.join(self.dir, "www")
+        for layout, image in zip(layouts, images):
+            for _, _, path, _, _, _ in image.requests:
+                name = path.rsplit("/", 1)[1]
+                digest = image.index_digest if name == "v1" else name
+                target = os.path.join(www, path.lstrip("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(os.path.join(layout, "blobs", "sha256", digest.split(":", 1)[1]),
+                                target)
+        self.port = free_port()
+        self.host = "127.0.0.1:%d" % self.port
+        conf = os.path.join(self.dir, "nginx.conf")
+        temp = " ".join("%s_temp_path %s/%s;" % (k, self.dir, k)
+                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        with open(conf, "w") as f:
+            f.write("user root; worker_processes 2; pid %s/nginx.pid; error_log %s/error.log;\n"
+                    "events { worker_connections 1024; }\n"
+                    "http { access_log off; sendfile on; keepalive_requests 1000000; "
+                    "open_file_cache max=64; %s\n"
+                    "  server { listen 127.0.0.1:%d; root %s; location / { types { } "
+                    "default_type application/octet-stream; } } }\n"
+                    % (self.dir, self.dir, temp, self.port, www))
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", conf, "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+
+def build_pullload(workdir):
+    """bench/pullload.c built with cc (and libcrypto for the manifest digests)."""
+    binary = os.path.join(workdir, "pullload")
+    subprocess.run(["cc", "-O2", "-o", binary, os.path.join(HERE, "pullload.c"), "-lcrypto"],
+                   check=True)
+    return binary
+
+
+def load_c(binary, host, images, duration, timeout, workdir, rate):
+    """The same load from bench/pullload.c: CLIENTS connections in one epoll thread, the same
+    requests and checks; with `rate` > 0, that many requests per second on a fixed schedule
+    instead of a closed loop. (records, client CPU seconds)."""
+    spec = os.path.join(workdir, "pullload-requests.tsv")
+    with open(spec, "w") as f:
+        for i, image in enumerate(images):
+            for kind, method, path, headers, digest, size in image.requests:
+                f.write("\t".join([str(i), kind, method, path, headers.get("Accept", "-"),
+                                   digest.split(":", 1)[1] if digest else "-",
+                                   "-" if size is None else str(size)]) + "\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run([binary, host.rsplit(":", 1)[1], str(duration), str(CLIENTS), str(timeout),
+                        spec, str(rate)], capture_output=True, text=True, timeout=duration + timeout + 30)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0 or not r.stdout.endswith("DONE\n"):
+        raise RuntimeError("pullload failed (%d): %s" % (r.returncode, r.stderr))
+    records = []
+    for line in r.stdout.splitlines():
+        if not line.startswith("R "):
+            continue
+        _, kind, ok, micros, head_micros, warned, why = line.split(" ", 6)
+        records.append((kind, ok == "1", int(why) if why.isdigit() else why, int(micros) / 1e6,
+                        warned == "1", int(head_micros) / 1e6))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return records, cpu
+
+
 def load(procs, nprocs, host, images, duration, timeout):
     """CLIENTS client threads spread over `nprocs` processes (the GIL would otherwise make the
     client the bottleneck): (the records of all, client CPU seconds)."""
@@ -434,6 +506,9 @@ def summarize(records, cold, front):
     codes = sorted({c[3] for c in cold if c[3]})
     return {
         "requests": len(records), "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": max(lat or [0]),
+        # Time to the end of the header block (the C client measures it): how soon the cache
+        # answers, apart from how long a body takes to stream at the machine's limit.
+        "p99_head": pct([r[5] * 1000 for r in records if len(r) > 5], 0.99),
         "p99_tag": pct([r[3] * 1000 for r in tag], 0.99), "p99_digest": pct([r[3] * 1000 for r in dig], 0.99),
         "fail_tag": sum(not r[1] for r in tag), "fail_digest": sum(not r[1] for r in dig),
         "fail_kinds": dict(fails.most_common(4)),
@@ -451,20 +526,32 @@ def ms(value):
     return "–" if value != value else "%.1f" % value  # NaN: no such request completed
 
 
-def print_tables(results, modes, nprocs, duration, timeout):
+def print_tables(results, modes, client, duration, timeout):
+    ref = results.get(("reference", "nginx"))
+    if ref:
+        print()
+        print("### reference: nginx serving the same manifests and blobs as files (no cache logic)")
+        print()
+        print("| server | req/s | p50 ms | p99 ms | max ms | p99 to headers ms | failures "
+              "| CPU % server / client / front+upstream / rest |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
+        print("| nginx | %.0f | %s | %s | %s | %s | %d | %s |" % (
+            ref["rps"], ms(ref["p50"]), ms(ref["p99"]), ms(ref["max"]), ms(ref["p99_head"]),
+            ref["fail_tag"] + ref["fail_digest"], ref["cpu"]))
     for mode in modes:
         print()
         print("### %s" % MODES[mode])
         print()
-        print("| cache | req/s | p50 ms | p99 ms | max ms | p99 tag GET ms | p99 by digest ms "
+        print("| cache | req/s | p50 ms | p99 ms | max ms | p99 to headers ms | p99 tag GET ms | p99 by digest ms "
               "| failures tag / by digest | 2xx tag answers with Warning | cold miss: s median (max) "
               "| cold miss: status | cold miss: Retry-After; OCI code | front conns / requests "
               "| CPU % server / client / front+upstream / rest |")
-        print("|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|")
         for kind in ("regcache", "distribution"):
             s = results[(mode, kind)]
-            print("| %s | %.0f | %s | %s | %s | %s | %s | %d / %d | %s | %.3f (%.3f) | %s | %s | %s | %s |" % (
-                kind, s["rps"], ms(s["p50"]), ms(s["p99"]), ms(s["max"]), ms(s["p99_tag"]),
+            print("| %s | %.0f | %s | %s | %s | %s | %s | %s | %d / %d | %s | %.3f (%.3f) | %s | %s | %s | %s |" % (
+                kind, s["rps"], ms(s["p50"]), ms(s["p99"]), ms(s["max"]), ms(s["p99_head"]),
+                ms(s["p99_tag"]),
                 ms(s["p99_digest"]),
                 s["fail_tag"], s["fail_digest"], s["warned"], s["cold_med"], s["cold_max"],
                 s["cold_status"], s["cold_detail"], s["front"], s["cpu"]))
@@ -478,14 +565,17 @@ def print_tables(results, modes, nprocs, duration, timeout):
             cold_ok = s["cold_max"] <= 1.0
             base = results.get(("healthy", "regcache"))
             print("\nregcache vs target: cached content p99 ≤ 50 ms and 0 failures: %s (p99 %.1f ms, "
-                  "%d failures%s); cold miss ≤ 1 s: %s" % (
-                      "met" if met else "**not met**", s["p99"], s["fail_tag"] + s["fail_digest"],
-                      "; healthy-upstream p99 in this run: %.1f ms" % base["p99"] if base else "",
+                  "to headers %s ms, %d failures%s); cold miss ≤ 1 s: %s" % (
+                      "met" if met else "**not met**", s["p99"], ms(s["p99_head"]),
+                      s["fail_tag"] + s["fail_digest"],
+                      ("; healthy-upstream p99 in this run: %.1f ms (to headers %s ms)" % (
+                          base["p99"], ms(base["p99_head"])) if base else "") +
+                      ("; nginx serving the same files: %.1f ms" % ref["p99"] if ref else ""),
                       "met" if cold_ok else "**not met**"))
-    print("\n%d client threads (%d processes) x %d s per cache and mode; client timeout %d s; "
-          "latency = whole request (headers and body). CPU %% of one core (2 cores: 200 in all), "
+    print("\n%d client connections (%s) x %d s per cache and mode; client timeout %d s; "
+          "latency = whole request (headers and body), and to the end of the header block. CPU %% of one core (2 cores: 200 in all), "
           "during the load phase; rest = everything else on the machine (kernel threads, other "
-          "users' jobs)." % (CLIENTS, nprocs, duration, timeout))
+          "users' jobs)." % (CLIENTS, client, duration, timeout))
 
 
 def main():
@@ -493,7 +583,14 @@ def main():
     ap.add_argument("--duration", type=int, default=15, help="seconds of load per cache and mode")
     ap.add_argument("--timeout", type=int, default=30, help="client socket timeout (s)")
     ap.add_argument("--layer-mib", type=int, default=2)
-    ap.add_argument("--procs", type=int, default=4, help="client processes sharing the 64 threads")
+    ap.add_argument("--client", choices=("c", "python"), default="c",
+                    help="c: bench/pullload.c, one epoll thread (default); python: 64 threads in "
+                    "--procs processes (adds tens of ms of its own to the p99 on two cores)")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="c client: requests per second from all connections together, on a "
+                    "fixed schedule, latency from when each was due (default 0: closed loop, "
+                    "as fast as answers come)")
+    ap.add_argument("--procs", type=int, default=4, help="python client: processes sharing the 64 threads")
     ap.add_argument("--modes", default="healthy,blackhole,drop,429")
     ap.add_argument("--new-keys", action=argparse.BooleanOptionalAction, default=True,
                     help="pass upstream_timeout, revalidate_wait, negative_ttl, breaker_* to regcache")
@@ -507,12 +604,16 @@ def main():
     t_start = time.monotonic()
     load_before = os.getloadavg()[0]
     with bench_session("regcache-bench-fail-") as (work, stops):
-        procs = multiprocessing.get_context("spawn").Pool(args.procs)
-        stops.append(procs.terminate)
+        procs = pullload = None
+        if args.client == "python":
+            procs = multiprocessing.get_context("spawn").Pool(args.procs)
+            stops.append(procs.terminate)
+        else:
+            pullload = build_pullload(work)
         log("generating and pushing 3 images")
         upstream = Registry(work, "upstream")
         stops.append(upstream.stop)
-        images = []
+        images, layouts = [], []
         for i in range(3):
             layout = os.path.join(work, "img%d" % i)
             make_layout(layout, tag="v1", platforms=[("linux", "amd64", "")], layers=1 + i % 2,
@@ -521,6 +622,7 @@ def main():
             for tag in ["v1"] + ["cold-" + m for m in modes]:
                 push(layout, "v1", "%s/%s:%s" % (upstream.host, repo, tag))
             images.append(Image(layout, repo))
+            layouts.append(layout)
 
         fronts = {"regcache": FaultFront(upstream.port), "distribution": FaultFront(upstream.port)}
         for f in fronts.values():
@@ -552,7 +654,33 @@ def main():
                 skopeo_pull(host, im.repo + ":v1", os.path.join(work, "pull", kind, im.repo))
         time.sleep(2.0)  # distribution stores proxied blobs in the background
 
+        def measure(host, server_pids):
+            """The load against `host`: (records, requests/s, the CPU column)."""
+            cpu0, up0 = sum(cpu_seconds(p) for p in server_pids), cpu_seconds(upstream.proc.pid)
+            own0, busy0 = time.process_time(), machine_busy_seconds()
+            t = time.monotonic()
+            if pullload:
+                records, client_cpu = load_c(pullload, host, images, args.duration, args.timeout,
+                                             work, args.rate)
+            else:
+                records, client_cpu = load(procs, args.procs, host, images, args.duration,
+                                           args.timeout)
+            elapsed = time.monotonic() - t
+            server_cpu = sum(cpu_seconds(p) for p in server_pids) - cpu0
+            harness_cpu = (time.process_time() - own0) + (cpu_seconds(upstream.proc.pid) - up0)
+            other_cpu = machine_busy_seconds() - busy0 - server_cpu - client_cpu - harness_cpu
+            cpu = " / ".join("%.0f" % (100 * c / elapsed) for c in (
+                server_cpu, client_cpu, harness_cpu, other_cpu))
+            return records, len(records) / elapsed, cpu
+
         results = {}
+        if shutil.which("nginx"):
+            files = StaticFiles(work, layouts, images)
+            stops.append(files.stop)
+            log("reference: nginx serving the same files, %d clients for %d s" % (CLIENTS, args.duration))
+            records, rps, cpu = measure(files.host, files.pids())
+            files.stop()
+            results[("reference", "nginx")] = dict(summarize(records, [], (0, "")), rps=rps, cpu=cpu)
         for mode in modes:
             for f in fronts.values():
                 f.set_mode(mode)
@@ -560,27 +688,23 @@ def main():
                 fronts[kind].set_mode(mode)  # zero the counters; cut what the other cache left
                 time.sleep(1.2)  # past regcache's 1 s tag TTL
                 log("%s: %s, %d clients for %d s" % (mode, kind, CLIENTS, args.duration))
-                cpu0, up0 = cpu_seconds(pids[kind]), cpu_seconds(upstream.proc.pid)
-                own0, busy0 = time.process_time(), machine_busy_seconds()
-                t = time.monotonic()
-                records, client_cpu = load(procs, args.procs, host, images, args.duration, args.timeout)
-                elapsed = time.monotonic() - t
-                server_cpu = cpu_seconds(pids[kind]) - cpu0
-                harness_cpu = (time.process_time() - own0) + (cpu_seconds(upstream.proc.pid) - up0)
-                other_cpu = machine_busy_seconds() - busy0 - server_cpu - client_cpu - harness_cpu
+                records, rps, cpu = measure(host, [pids[kind]])
                 log("%s: %s, cold miss" % (mode, kind))
                 cold = cold_miss(host, images[0].repo, "cold-" + mode, args.timeout)
                 results[(mode, kind)] = summarize(records, cold, fronts[kind].counts())
-                results[(mode, kind)]["cpu"] = " / ".join("%.0f" % (100 * c / elapsed) for c in (
-                    server_cpu, client_cpu, harness_cpu, other_cpu))
-                results[(mode, kind)]["rps"] = len(records) / elapsed
+                results[(mode, kind)]["cpu"] = cpu
+                results[(mode, kind)]["rps"] = rps
 
         print("regcache: %s (%s); distribution: docker-registry %s proxy mode" % (
             binary, note, subprocess.run(["docker-registry", "--version"], capture_output=True,
                                          text=True).stdout.split()[-1]))
         print("images: 3 x one platform, 1-2 layers of %d MiB; regcache tag_ttl 1s; "
               "load average before %.2f, after %.2f" % (args.layer_mib, load_before, os.getloadavg()[0]))
-        print_tables(results, modes, args.procs, args.duration, args.timeout)
+        client = ("bench/pullload.c, one epoll thread, %s" % (
+            "%.0f requests/s in all on a fixed schedule, latency from when each was due" % args.rate
+            if args.rate > 0 else "closed loop") if args.client == "c" else
+            "Python threads in %d processes" % args.procs)
+        print_tables(results, modes, client, args.duration, args.timeout)
         print("total run time %.0f s" % (time.monotonic() - t_start))
 
 
