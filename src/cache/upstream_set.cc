@@ -197,6 +197,8 @@ Status UpstreamSet::Build(std::vector<UpstreamConfig> configs, const std::string
 Status UpstreamSet::Reconfigure(std::vector<UpstreamConfig> configs,
                                 const std::string& default_name, std::chrono::seconds drain) {
   std::lock_guard<std::mutex> lock(mu_);
+  // A reload that runs after shutdown began would start a drain thread nobody joins.
+  if (shut_down_) return Unavailable("shutting down: configuration not applied");
   std::vector<std::unique_ptr<Upstream>> created;
   Active next;
   Status s = Build(std::move(configs), default_name, &created, &next);
@@ -265,6 +267,7 @@ Upstream* UpstreamSet::Default() { return active()->default_upstream; }
 void UpstreamSet::Shutdown() {
   if (on_shutdown_) on_shutdown_();
   std::lock_guard<std::mutex> lock(mu_);
+  shut_down_ = true;
   for (auto& t : drains_) t.join();
   drains_.clear();
   for (auto& u : owned_) u->Shutdown();

@@ -148,7 +148,7 @@ class UpstreamSet {
   // credentials, TLS) are unchanged keeps its client, breaker and queues and takes the new TTLs;
   // a new or changed one gets fresh ones; one that is gone or replaced stops being found at once,
   // finishes the work it has (up to `drain`), then shuts down. On error (a bad URL, a duplicate,
-  // an unknown default) nothing changes.
+  // an unknown default) nothing changes; after Shutdown, kUnavailable and nothing changes.
   Status Reconfigure(std::vector<UpstreamConfig> configs, const std::string& default_name,
                      std::chrono::seconds drain);
 
@@ -187,6 +187,7 @@ class UpstreamSet {
   // (perhaps destroyed) set at the same address never matches.
   std::atomic<uint64_t> generation_{0};
   std::vector<std::thread> drains_;  // retired upstreams finishing their work
+  bool shut_down_ = false;           // under mu_: Reconfigure refuses after Shutdown
   std::function<void()> on_shutdown_;
 };
 

@@ -64,6 +64,12 @@ TEST(UpstreamSetTest, AllowAndDenyListsOfGlobs) {
   ASSERT_TRUE((*set)->Reconfigure(configs, "docker.io", std::chrono::seconds(1)).ok());
   EXPECT_TRUE(hub->Allows("library/ruby"));
   (*set)->Shutdown();
+  // A reload that arrives during shutdown is refused: it would retire upstreams on a drain
+  // thread that nobody joins any more (std::terminate when the set is destroyed).
+  configs.pop_back();
+  Status late = (*set)->Reconfigure(configs, "docker.io", std::chrono::seconds(1));
+  EXPECT_EQ(late.code(), Code::kUnavailable) << late.ToString();
+  EXPECT_NE((*set)->Find("public.ecr.aws"), nullptr);  // nothing changed
 }
 
 TEST(UpstreamSetTest, RejectsBadConfigs) {

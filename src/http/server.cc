@@ -206,8 +206,9 @@ std::string PublicMessage(const Status& s, Endpoint ep, const std::string& upstr
   }
 }
 
-// Shared between a session and shutdown. Both touch it only on the session's strand, so `closed`
-// (set before the stream is destroyed) tells a late shutdown closure to leave it alone.
+// Shared between a session and shutdown. Both touch it only on the session's own event-loop
+// thread, so `closed` (set before the stream is destroyed) tells a late shutdown closure to leave
+// it alone.
 struct SessionState {
   asio::any_io_executor executor;
   beast::tcp_stream* stream = nullptr;
@@ -451,8 +452,8 @@ class ServerImpl : public Server {
       next_loop_ = (next_loop_ + 1) % (workers_.size() + 1);
       auto [ec, socket] = co_await acceptor_->async_accept(
           asio::any_io_executor(loop.get_executor()), kTuple);
+      if (stopping_) co_return;  // accepted as shutdown began: the close sweep has passed
       if (ec) {
-        if (stopping_) co_return;
         if (ec == asio::error::no_descriptors) {
           spdlog::error("accept: out of file descriptors");
           asio::steady_timer t(*ioc_, std::chrono::milliseconds(100));
@@ -549,13 +550,20 @@ class ServerImpl : public Server {
     std::shared_ptr<SessionState> state;
     ~SessionGuard() {
       state->closed = true;
-      server->metrics_.connections--;
       std::lock_guard<std::mutex> lock(server->sessions_mu_);
       server->sessions_.erase(state);
     }
   };
 
+  // Listen counted the connection; this uncounts it however the session ends, even if setting
+  // it up throws (bad_alloc) before the SessionGuard exists.
+  struct ConnectionCount {
+    ServerImpl* server;
+    ~ConnectionCount() { server->metrics_.connections--; }
+  };
+
   awaitable<void> Session(tcp::socket socket) {
+    ConnectionCount counted{this};
     beast::tcp_stream stream(std::move(socket));
     auto state = std::make_shared<SessionState>();
     state->executor = stream.get_executor();
@@ -565,7 +573,7 @@ class ServerImpl : public Server {
       std::lock_guard<std::mutex> lock(sessions_mu_);
       sessions_.insert(state);
     }
-    SessionGuard guard{this, state};  // Listen counted the connection; the guard uncounts it
+    SessionGuard guard{this, state};
     beast::flat_buffer buffer;
     // The first bytes tell the protocol: TLS opens with a handshake record, HTTP with a method.
     // They stay in `buffer` for the HTTP parser or the TLS handshake. (SweepIdle bounds the wait.)
