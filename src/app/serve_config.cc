@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "base/cpus.h"
 #include "base/strings.h"
 #include "copy/yaml_config.h"
 #include "oci/reference.h"
@@ -225,6 +226,12 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
 }
 
 }  // namespace
+
+http::ServerOptions DefaultServerOptions() {
+  http::ServerOptions options;
+  options.io_threads = AvailableCpus();
+  return options;
+}
 
 Status ParseListen(const std::string& text, http::ServerOptions* out) {
   size_t colon = text.rfind(':');

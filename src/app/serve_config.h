@@ -22,8 +22,13 @@ struct BackingConfig {
   cache::BackingOptions options;   // prefix, copy threads, queue bound
 };
 
+// The server defaults for `regcache serve`: one event loop per CPU this process may use
+// (affinity mask and cgroup quota), since a loop time-sharing a core with another waits out the
+// other's time slices.
+http::ServerOptions DefaultServerOptions();
+
 struct ServeConfig {
-  http::ServerOptions server;
+  http::ServerOptions server = DefaultServerOptions();
   std::string data_dir = "./regcache-data";
   std::vector<cache::UpstreamConfig> upstreams = cache::EmbeddedUpstreams();
   std::string default_upstream = "docker.io";
