@@ -41,7 +41,16 @@ std::string Status::ToString() const {
 
 Status Status::WithContext(const std::string& context) const {
   if (ok()) return *this;
-  return Status(code_, context + ": " + message_);
+  Status out(code_, context + ": " + message_);
+  out.origin_ = origin_;
+  return out;
+}
+
+Status Status::WithOrigin(Origin origin) const {
+  if (ok()) return *this;
+  Status out = *this;
+  out.origin_ = origin;
+  return out;
 }
 
 }  // namespace regcache

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cassert>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -31,6 +32,15 @@ enum class Code {
 // Stable lowercase name of a code, used in logs and JSON output.
 const char* CodeName(Code code);
 
+// Whom a failure is to be blamed on, where that decides what a client is told or where the next
+// attempt goes: an upstream that sent bad content is named as such; the backing registry's bad
+// copy sends the next fill to the upstream instead. Data, never parsed out of the message.
+enum class Origin : uint8_t {
+  kUnspecified = 0,
+  kUpstream,  // an upstream registry of `regcache serve`, or the source of a copy
+  kBacking,   // the backing registry of `regcache serve`
+};
+
 class [[nodiscard]] Status {
  public:
   Status() = default;
@@ -48,8 +58,13 @@ class [[nodiscard]] Status {
   // Returns a copy whose message is prefixed with context ("copying sha256:ab..: " + message).
   Status WithContext(const std::string& context) const;
 
+  Origin origin() const { return origin_; }
+  // A copy blamed on `origin` (an ok Status stays as it is).
+  Status WithOrigin(Origin origin) const;
+
  private:
   Code code_ = Code::kOk;
+  Origin origin_ = Origin::kUnspecified;
   std::string message_;
 };
 

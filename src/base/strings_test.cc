@@ -49,5 +49,14 @@ TEST(StatusTest, ResultCarriesValueOrError) {
   EXPECT_EQ(bad.status().WithContext("ctx").message(), "ctx: nope");
 }
 
+TEST(StatusTest, OriginTravelsWithContextAndNeverMarksSuccess) {
+  Status s = Integrity("digest mismatch").WithOrigin(Origin::kBacking);
+  EXPECT_EQ(s.origin(), Origin::kBacking);
+  EXPECT_EQ(s.WithContext("fill").origin(), Origin::kBacking);
+  EXPECT_EQ(s.WithContext("fill").code(), Code::kIntegrity);
+  EXPECT_EQ(Integrity("x").origin(), Origin::kUnspecified);
+  EXPECT_EQ(Status::Ok().WithOrigin(Origin::kUpstream).origin(), Origin::kUnspecified);
+}
+
 }  // namespace
 }  // namespace regcache

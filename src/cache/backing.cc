@@ -13,6 +13,7 @@ namespace regcache::cache {
 namespace {
 
 constexpr size_t kMaxKnown = 200000;
+constexpr size_t kMaxDistrusted = 10000;
 
 // What a work item is, for logs.
 std::string Describe(const metadata::BackingWork& w) {
@@ -46,12 +47,26 @@ const std::string& Backing::registry() const { return reader_->registry(); }
 
 Result<upstream::FetchedManifest> Backing::GetManifest(const std::string& target,
                                                        const std::string& reference) {
-  auto r = breaker_.Guard([&] { return reader_->GetManifest(target, reference); });
+  Status admitted = breaker_.Admit();
+  if (!admitted.ok()) return admitted.WithOrigin(Origin::kBacking);
+  auto r = reader_->GetManifest(target, reference);
+  const bool corrupt = r.status().code() == Code::kIntegrity;
+  // A copy that does not hash to its name is the backing registry's failure, as much as a
+  // timeout is (the breaker counts the answer as one); the caller asks the upstream instead.
+  breaker_.Record(corrupt ? Unavailable("sent a corrupt manifest") : r.status());
   metrics_.Count("regcache_backing_requests_total",
                  std::string("kind=\"manifest\",result=\"") +
-                     (r.ok() ? "hit" : r.status().code() == Code::kNotFound ? "miss" : "error") +
+                     (r.ok()                                 ? "hit"
+                      : r.status().code() == Code::kNotFound ? "miss"
+                      : corrupt                              ? "corrupt"
+                                                             : "error") +
                      "\"");
-  if (r.ok()) NotePresent(target, r->info.digest);
+  if (corrupt) {
+    spdlog::error("backing registry {}: manifest {}@{} does not match its digest: {}", registry(),
+                  target, reference, r.status().message());
+  }
+  if (!r.ok()) return r.status().WithOrigin(Origin::kBacking);
+  NotePresent(target, r->info.digest);
   return r;
 }
 
@@ -65,21 +80,61 @@ Result<std::optional<uint64_t>> Backing::StatBlob(const std::string& target,
 Status Backing::FetchBlob(const std::string& target, const oci::Digest& digest,
                           const std::function<Status(uint64_t)>& on_size,
                           const std::function<Status(const char*, size_t)>& sink) {
+  Status admitted = breaker_.Admit();
+  if (!admitted.ok()) return admitted.WithOrigin(Origin::kBacking);
   bool started = false;
-  Status s = breaker_.Guard([&] {
-    return reader_->FetchBlob(
-        target, digest,
-        [&](uint64_t n) {
-          started = true;
-          return on_size(n);
-        },
-        sink);
-  });
-  const char* result = s.ok() ? "hit" : (!started && s.code() == Code::kNotFound) ? "miss" : "error";
+  Status s = reader_->FetchBlob(
+      target, digest,
+      [&](uint64_t n) {
+        started = true;
+        return on_size(n);
+      },
+      sink);
+  const bool corrupt = s.code() == Code::kIntegrity;
+  breaker_.Record(corrupt ? Unavailable("sent a corrupt blob") : s);
+  const char* result = s.ok()                                      ? "hit"
+                       : (!started && s.code() == Code::kNotFound) ? "miss"
+                       : corrupt                                   ? "corrupt"
+                                                                   : "error";
   metrics_.Count("regcache_backing_requests_total",
                  std::string("kind=\"blob\",result=\"") + result + "\"");
-  if (s.ok()) NotePresent(target, digest);
-  return s;
+  if (s.ok()) {
+    NotePresent(target, digest);
+    return s;
+  }
+  if (corrupt) Distrust(target, digest, s);
+  // Local failures (the sink's: disk full) stay the caller's own.
+  if (s.code() == Code::kIoError) return s;
+  return s.WithContext("backing registry " + registry()).WithOrigin(Origin::kBacking);
+}
+
+bool Backing::Distrusted(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(known_mu_);
+  if (distrusted_.empty()) return false;
+  auto it = distrusted_.find(digest.str());
+  if (it == distrusted_.end()) return false;
+  if (std::chrono::steady_clock::now() < it->second) return true;
+  distrusted_.erase(it);
+  return false;
+}
+
+void Backing::Distrust(const std::string& target, const oci::Digest& digest, const Status& why) {
+  spdlog::error(
+      "backing registry {}: blob {}@{} failed verification ({}); fills of it go to the upstream, "
+      "and the verified copy is written back",
+      registry(), target, digest.str(), why.message());
+  std::lock_guard<std::mutex> lock(known_mu_);
+  if (distrusted_.size() >= kMaxDistrusted) distrusted_.clear();
+  distrusted_[digest.str()] = std::chrono::steady_clock::now() + kDistrustFor;
+  // Content-addressed: the copy is bad wherever the backing registry links it, so it is neither
+  // "present" here nor a place to mount from.
+  present_.erase(target + "|" + digest.str());
+  if (auto home = blob_home_.find(digest.str()); home != blob_home_.end()) blob_home_.erase(home);
+}
+
+void Backing::Trust(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(known_mu_);
+  distrusted_.erase(digest.str());
 }
 
 // ---- write side -----------------------------------------------------------------------------
@@ -310,6 +365,7 @@ Backing::Attempt Backing::PushBlob(const std::string& target, const oci::Digest&
 }
 
 Backing::Attempt Backing::PushBlobOnce(const std::string& target, const oci::Digest& digest) {
+  if (Distrusted(digest)) return Repair(target, digest);
   auto have = writer_->StatBlob(target, digest);
   if (!have.ok()) return Failed(target, have.status());
   if (have->has_value()) {
@@ -323,9 +379,74 @@ Backing::Attempt Backing::PushBlobOnce(const std::string& target, const oci::Dig
       from = it->second;
     }
   }
+  return Upload(target, digest, from);
+}
+
+Status Backing::VerifyCopy(const std::string& target, const oci::Digest& digest, uint64_t size) {
+  // GetBlob hashes the stream and checks the size; the bytes themselves are not needed.
+  oci::Descriptor blob;
+  blob.digest = digest;
+  blob.size = size;
+  return writer_->GetBlob(target, blob, [](const char*, size_t) { return Status::Ok(); });
+}
+
+Backing::Attempt Backing::Repair(const std::string& target, const oci::Digest& digest) {
+  auto size = blobs_.Stat(digest);
+  if (!size.ok()) return Attempt{Outcome::kRetry, "local", size.status()};
+  // Evicted here meanwhile: nothing verified to write back; a later fill queues it again.
+  if (!*size) return Attempt{Outcome::kDrop, "not_cached", NotFound("blob not stored here")};
+  Status before = VerifyCopy(target, digest, **size);
+  if (before.ok()) {
+    // The copy is sound (the bad read was the transfer's): trusted again as it is.
+    spdlog::info("backing registry {}: blob {}@{} verifies now; trusted again", registry(), target,
+                 digest.str());
+    Trust(digest);
+    MarkPresent(target, digest, true);
+    return {};
+  }
+  if (before.code() != Code::kIntegrity && before.code() != Code::kNotFound) {
+    return Failed(target, before);
+  }
+  if (before.code() == Code::kIntegrity) {
+    Status deleted = writer_->DeleteBlob(target, digest);
+    if (!deleted.ok() && deleted.code() != Code::kNotFound) {
+      metrics_.Count("regcache_backing_repairs_total", "result=\"refused\"");
+      spdlog::error(
+          "backing registry {} holds a corrupt copy of {} in {} and refused to delete it ({}); "
+          "allow deletes (distribution: storage.delete.enabled) or remove it there by hand; "
+          "until then nodes fetch this blob from the upstream",
+          registry(), digest.str(), target, deleted.message());
+      return Attempt{Outcome::kDrop, "corrupt", deleted};
+    }
+  }
+  Attempt uploaded = Upload(target, digest, "");
+  if (uploaded.outcome != Outcome::kDone) return uploaded;
+  Status after = VerifyCopy(target, digest, **size);
+  if (after.ok()) {
+    metrics_.Count("regcache_backing_repairs_total", "result=\"replaced\"");
+    spdlog::info("backing registry {}: corrupt copy of {} in {} replaced by the verified one",
+                 registry(), digest.str(), target);
+    Trust(digest);
+    return {};
+  }
+  metrics_.Count("regcache_backing_repairs_total", "result=\"kept\"");
+  spdlog::error(
+      "backing registry {} kept its corrupt copy of {} in {} after a delete and a new upload of "
+      "the verified bytes ({}): content-addressed stores such as distribution's never overwrite "
+      "a blob's data and a DELETE only unlinks it; remove the data in its storage (distribution: "
+      "docker/registry/v2/blobs/{}/{}/{}/data) or run its garbage collector; until then nodes "
+      "fetch this blob from the upstream",
+      registry(), digest.str(), target, after.message(),
+      digest.str().substr(0, digest.str().find(':')), digest.hex().substr(0, 2), digest.hex());
+  return Attempt{Outcome::kDrop, "corrupt", after};
+}
+
+Backing::Attempt Backing::Upload(const std::string& target, const oci::Digest& digest,
+                                 const std::string& from) {
   auto opened = blobs_.Open(digest);
   if (!opened.ok()) {
-    if (opened.status().code() != Code::kNotFound) return Attempt{Outcome::kRetry, "local", opened.status()};
+    if (opened.status().code() != Code::kNotFound)
+      return Attempt{Outcome::kRetry, "local", opened.status()};
     if (from.empty()) return Attempt{Outcome::kWait, "not_cached", opened.status()};
   }
   const int fd = opened.ok() ? *opened : -1;
@@ -418,8 +539,8 @@ Backing::Attempt Backing::PushManifest(const std::string& target, const oci::Dig
   }
   Status s = writer_->PutManifest(target, tag.empty() ? digest.str() : tag, **media_type, *bytes);
   if (!s.ok()) return Failed(target, s);
-  metrics_.Count("regcache_backing_pushed_manifests_total", tag.empty() ? "ref=\"digest\""
-                                                                        : "ref=\"tag\"");
+  metrics_.Count("regcache_backing_pushed_manifests_total",
+                 tag.empty() ? "ref=\"digest\"" : "ref=\"tag\"");
   NotePresent(target, digest);
   return {};
 }

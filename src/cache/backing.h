@@ -6,6 +6,15 @@
 // Read side: called by the pull-through cache on upstream worker threads, with serve's short
 // deadlines and a breaker of its own. kNotFound means "not there, ask the upstream"; any other
 // failure means the same to the caller, which never fails a request because the backing did.
+// A blob that fails verification when read from it (digest or size: kIntegrity, Origin::kBacking)
+// is *distrusted*: counted against the backing registry (its breaker, and
+// regcache_backing_requests_total{result="corrupt"}), and fills of that digest skip the backing
+// registry until a verified copy was written back, so that one bad object in the bucket behind
+// it never makes a layer unpullable. The write-back (Put after the upstream fill) reads the
+// backing's copy once to confirm it is bad, deletes it and uploads the verified one, then reads
+// it again; a registry that refuses the delete, or keeps its old data (distribution does: it
+// never overwrites content-addressed data, and a blob DELETE only unlinks it) is logged with
+// what the operator must do, and the digest stays distrusted.
 //
 // Write side: content committed to the local store is queued (in the metadata store too, so a
 // restart resumes the queue) and copied by background threads, never on a request path, one
@@ -40,8 +49,8 @@
 namespace regcache::cache {
 
 struct BackingOptions {
-  std::string prefix;  // repository prefix in the backing registry ("cache"), may be empty
-  int threads = 2;     // concurrent copies
+  std::string prefix;         // repository prefix in the backing registry ("cache"), may be empty
+  int threads = 2;            // concurrent copies
   size_t max_queue = 100000;  // queued items in memory; more are refused (counted, logged)
   std::chrono::milliseconds retry_min{2000};
   std::chrono::milliseconds retry_max{300000};
@@ -69,10 +78,15 @@ class Backing {
   Result<upstream::FetchedManifest> GetManifest(const std::string& target,
                                                 const std::string& reference);
   Result<std::optional<uint64_t>> StatBlob(const std::string& target, const oci::Digest& digest);
-  // As RegistryClient::FetchBlob. kNotFound before `on_size` was called means not there.
+  // As RegistryClient::FetchBlob. kNotFound before `on_size` was called means not there. A
+  // failure after it is marked Origin::kBacking; a kIntegrity one distrusts the digest.
   Status FetchBlob(const std::string& target, const oci::Digest& digest,
                    const std::function<Status(uint64_t)>& on_size,
                    const std::function<Status(const char*, size_t)>& sink);
+  // Whether fills of `digest` must skip the backing registry (its copy failed verification and
+  // no verified copy replaced it yet; forgotten after kDistrustFor, to try it again).
+  bool Distrusted(const oci::Digest& digest);
+  static constexpr std::chrono::hours kDistrustFor{1};
 
   // ---- write side ----
   // Queues a copy (recorded durably first). Never blocks on the network.
@@ -106,15 +120,23 @@ class Backing {
   Attempt Process(const metadata::BackingWork& w);
   Attempt PushBlob(const std::string& target, const oci::Digest& digest);
   Attempt PushBlobOnce(const std::string& target, const oci::Digest& digest);
-  Attempt PushManifest(const std::string& target, const oci::Digest& digest,
-                       const std::string& tag, int depth);
+  // The streamed upload of the locally stored blob (monolithic, chunked if refused), mounting
+  // from `from` when it is set; kWait when the blob is no longer stored here.
+  Attempt Upload(const std::string& target, const oci::Digest& digest, const std::string& from);
+  // A distrusted blob's write-back: confirm the copy is bad, delete it, upload, confirm again.
+  Attempt Repair(const std::string& target, const oci::Digest& digest);
+  // Reads the backing's copy through and verifies it against the digest and the local size.
+  Status VerifyCopy(const std::string& target, const oci::Digest& digest, uint64_t size);
+  void Distrust(const std::string& target, const oci::Digest& digest, const Status& why);
+  void Trust(const oci::Digest& digest);
+  Attempt PushManifest(const std::string& target, const oci::Digest& digest, const std::string& tag,
+                       int depth);
   Attempt Failed(const std::string& target, const Status& s);
   void Finish(Item item, const Attempt& r);
   bool IsPresent(const std::string& target, const oci::Digest& digest);
   void MarkPresent(const std::string& target, const oci::Digest& digest, bool blob);
   void WakeWaiting(const std::string& target);
   void PublishQueue();
-
 
   std::unique_ptr<upstream::RegistryClient> reader_;
   std::unique_ptr<upstream::RegistryClient> writer_;
@@ -138,6 +160,8 @@ class Backing {
   std::unordered_set<std::string> present_;
   std::unordered_map<std::string, std::string> blob_home_;
   std::set<std::string> missing_repositories_;  // logged once each
+  // Digests whose backing copy failed verification, and until when (see Distrusted).
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> distrusted_;
   // Blobs being pushed now ("target|digest"): a second pusher waits for the first (a manifest
   // pushes its blobs inline while their own queue items may run on other threads).
   std::unordered_set<std::string> pushing_;

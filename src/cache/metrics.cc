@@ -39,10 +39,13 @@ constexpr Help kHelp[] = {
      "When the certificate being served expires, in seconds since the epoch."},
     {"regcache_evictions_total", "counter", "Blobs evicted, by reason."},
     {"regcache_evicted_bytes_total", "counter", "Bytes evicted, by reason."},
-    {"regcache_metadata_expired_total", "counter",
-     "Tag and link records removed by retention."},
+    {"regcache_metadata_expired_total", "counter", "Tag and link records removed by retention."},
     {"regcache_backing_requests_total", "counter",
-     "Reads from the backing registry by kind and result (hit, miss, error)."},
+     "Reads from the backing registry by kind and result (hit, miss, error, corrupt: failed "
+     "verification, so that digest is fetched from the upstream)."},
+    {"regcache_backing_repairs_total", "counter",
+     "Corrupt backing copies written back with the verified bytes: replaced, refused (the "
+     "registry would not delete it) or kept (it kept its old data; the log says what to do)."},
     {"regcache_backing_queue", "gauge", "Copies to the backing registry queued or running."},
     {"regcache_backing_uploaded_blobs_total", "counter", "Blobs uploaded to the backing registry."},
     {"regcache_backing_uploaded_bytes_total", "counter", "Bytes uploaded to the backing registry."},
@@ -195,7 +198,8 @@ void Metrics::RenderUpstreams(std::ostream& out) {
       }
     }
   }
-  auto bytes = [&](const char* name, const char* help, std::atomic<uint64_t> UpstreamStats::*field) {
+  auto bytes = [&](const char* name, const char* help,
+                   std::atomic<uint64_t> UpstreamStats::*field) {
     out << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
     for (const auto& [upstream, stats] : upstreams_) {
       out << name << "{upstream=\"" << upstream << "\"} " << ((*stats).*field).load() << "\n";
@@ -214,14 +218,12 @@ std::string Metrics::Render() {
     for (int r = 0; r < kResults; ++r) {
       if (uint64_t v = requests_[k][r].load()) {
         counters_[{"regcache_requests_total", std::string("kind=\"") + kRequestKinds[k] +
-                                                  "\",result=\"" + kRequestResults[r] + "\""}] =
-            v;
+                                                  "\",result=\"" + kRequestResults[r] + "\""}] = v;
       }
     }
   }
   for (const auto& h : kHelp) {
-    out << "# HELP " << h.name << " " << h.text << "\n# TYPE " << h.name << " " << h.type
-        << "\n";
+    out << "# HELP " << h.name << " " << h.text << "\n# TYPE " << h.name << " " << h.type << "\n";
     auto series = [&out](const std::string& name, const std::string& labels, auto v) {
       out << name;
       if (!labels.empty()) out << "{" << labels << "}";
@@ -240,15 +242,15 @@ std::string Metrics::Render() {
         << name << " " << value << "\n";
   };
   const uint64_t served = bytes_served.load(), fetched = bytes_fetched.load();
-  single("regcache_bytes_served_total", "counter",
-         "Bytes of blobs and manifests sent to clients.", served);
-  single("regcache_bytes_fetched_total", "counter",
-         "Bytes received from upstreams into the cache.", fetched);
+  single("regcache_bytes_served_total", "counter", "Bytes of blobs and manifests sent to clients.",
+         served);
+  single("regcache_bytes_fetched_total", "counter", "Bytes received from upstreams into the cache.",
+         fetched);
   single("regcache_byte_hit_ratio", "gauge",
          "Share of bytes served that did not come from upstream.",
-         served == 0 ? 0.0
-                     : 1.0 - static_cast<double>(std::min(served, fetched)) /
-                                 static_cast<double>(served));
+         served == 0
+             ? 0.0
+             : 1.0 - static_cast<double>(std::min(served, fetched)) / static_cast<double>(served));
   single("regcache_fills_in_flight", "gauge", "Upstream blob fetches running now.",
          fills_in_flight.load());
   single("regcache_fill_waiters", "gauge",
@@ -256,10 +258,9 @@ std::string Metrics::Render() {
   single("regcache_store_bytes", "gauge", "Bytes of committed blobs and manifests.",
          store_bytes.load());
   single("regcache_store_blobs", "gauge", "Committed blobs and manifests.", store_blobs.load());
-  single("regcache_store_cap_bytes", "gauge", "The size cap of the store.",
-         store_cap_bytes.load());
-  single("regcache_passthrough_total", "counter",
-         "Misses served without being stored (no room).", passthrough.load());
+  single("regcache_store_cap_bytes", "gauge", "The size cap of the store.", store_cap_bytes.load());
+  single("regcache_passthrough_total", "counter", "Misses served without being stored (no room).",
+         passthrough.load());
   single("regcache_connections", "gauge", "Open client connections.", connections.load());
   out << "# HELP regcache_upstream_ratelimit_remaining Last ratelimit-remaining an upstream "
          "reported.\n"

@@ -115,16 +115,26 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::LoadManifest(
     if (bytes.status().code() == Code::kNotFound) return std::shared_ptr<const CachedManifest>();
     return bytes.status();
   }
-  auto m = std::make_shared<const CachedManifest>(CachedManifest{std::move(*bytes), *media_type, digest});
+  auto m = std::make_shared<const CachedManifest>(
+      CachedManifest{std::move(*bytes), *media_type, digest});
   hot_.PutManifest(digest, m);
   return m;
 }
 
 Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
-    Upstream& up, const std::string& repo, const upstream::FetchedManifest& m,
-    bool from_backing) {
+    Upstream& up, const std::string& repo, const upstream::FetchedManifest& m, bool from_backing) {
   auto parsed = oci::ParseManifest(m.bytes, m.info.media_type);
-  if (!parsed.ok()) return parsed.status().WithContext("upstream manifest " + m.info.digest.str());
+  if (!parsed.ok()) {
+    // Bytes that are not a manifest are the sender's fault, not the client's: a bad gateway
+    // (kIntegrity), unless they are a kind this cache does not serve (schema1: kUnsupported).
+    Status bad = parsed.status().code() == Code::kInvalidArgument
+                     ? Integrity("not a valid manifest: " + parsed.status().message())
+                     : parsed.status();
+    return bad
+        .WithContext((from_backing ? "backing registry manifest " : "upstream manifest ") +
+                     m.info.digest.str())
+        .WithOrigin(from_backing ? Origin::kBacking : Origin::kUpstream);
+  }
   // Served with the Content-Type it arrived with, when that names a manifest type.
   std::string media_type =
       oci::IsManifestMediaType(m.info.media_type) ? m.info.media_type : parsed->media_type;
@@ -132,7 +142,8 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
   const std::string& name = up.name();
   // Memory first: this response and the next ones are served from the hot index even when the
   // disk or the database refuses the durable copy (disk full).
-  auto cached = std::make_shared<const CachedManifest>(CachedManifest{m.bytes, media_type, m.info.digest});
+  auto cached =
+      std::make_shared<const CachedManifest>(CachedManifest{m.bytes, media_type, m.info.digest});
   hot_.PutManifest(m.info.digest, cached);
   hot_.PutLink(HotIndex::Key(name, repo, m.info.digest.str()), m.bytes.size());
   // What this manifest references is, by construction, in this repository upstream.
@@ -181,8 +192,8 @@ Status PullThroughCache::PutTag(Upstream& up, const std::string& repo, const std
   hot_.PutTag(HotIndex::Key(up.name(), repo, tag), record);
   NoteDurableFailure(meta_.PutTag(up.name(), repo, tag, record), "storing tag " + tag);
   if (backing_ && to_backing) {
-    backing_->Put({metadata::ContentKind::kManifest, BackingRepository(up, repo), record.digest,
-                   tag});
+    backing_->Put(
+        {metadata::ContentKind::kManifest, BackingRepository(up, repo), record.digest, tag});
   }
   return Status::Ok();
 }
@@ -448,8 +459,8 @@ Result<ManifestResponse> PullThroughCache::FetchTagWithBacking(Upstream& up,
     bool from_backing = false;
     if (stored) {
       // Cached through another repository (or tag): upstream's HEAD just vouched for it here.
-      NoteDurableFailure(meta_.Link(up.name(), repo, info->digest,
-                                    metadata::ContentKind::kManifest, stored->bytes.size()),
+      NoteDurableFailure(meta_.Link(up.name(), repo, info->digest, metadata::ContentKind::kManifest,
+                                    stored->bytes.size()),
                          "linking " + info->digest.str());
       hot_.PutLink(HotIndex::Key(up.name(), repo, info->digest.str()), stored->bytes.size());
       out.manifest = std::move(stored);
@@ -480,13 +491,14 @@ Result<ManifestResponse> PullThroughCache::FetchTagWithBacking(Upstream& up,
   RC_ASSIGN_OR_RETURN(out.manifest, StoreManifest(up, repo, *b, true));
   out.digest = b->info.digest;
   out.result = "stale";
-  out.warning = "110 regcache \"Response is stale: upstream unavailable, served from the backing "
-                "registry\"";
+  out.warning =
+      "110 regcache \"Response is stale: upstream unavailable, served from the backing "
+      "registry\"";
   // Never confirmed by the upstream: stale at once, so the next requests revalidate it.
-  RC_RETURN_IF_ERROR(PutTag(up, repo, tag,
-                            metadata::TagRecord{out.digest, out.manifest->media_type,
-                                                out.manifest->bytes.size(), now, 0},
-                            false));
+  RC_RETURN_IF_ERROR(PutTag(
+      up, repo, tag,
+      metadata::TagRecord{out.digest, out.manifest->media_type, out.manifest->bytes.size(), now, 0},
+      false));
   NoteAccess(key, up.name(), repo, tag);
   return out;
 }
@@ -652,45 +664,47 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
   };
   bool from_backing = false;
   auto on_size = [&](uint64_t n) -> Status {
-          if (n > kMaxBlobBytes) return Unavailable("upstream announced an absurd blob size");
-          size = n;
-          if (evictor_) {
-            reserved = evictor_->Reserve(n);
-            memory = !reserved;
-          }
-          if (!memory) {
-            // Not enough free space on the file system for it, whatever the cap says: storage
-            // is degraded until eviction (or the operator) makes room.
-            auto space = blobs_.FilesystemSpace();
-            memory = space.ok() && space->available < n + kFreeSpaceMargin;
-          }
-          if (memory) {
-            // A miss this node cannot keep: it still serves, but it is not a full cache now.
-            if (evictor_) evictor_->NoSpace();
-            if (reserved) evictor_->Release(n);
-            reserved = false;
-            writer->Abort();
-            fill->UseMemory(kPassThroughWindow);
-          }
-          fill->Start(n);
-          return Status::Ok();
+    if (n > kMaxBlobBytes) return Integrity("announced a blob size larger than any blob");
+    size = n;
+    if (evictor_) {
+      reserved = evictor_->Reserve(n);
+      memory = !reserved;
+    }
+    if (!memory) {
+      // Not enough free space on the file system for it, whatever the cap says: storage
+      // is degraded until eviction (or the operator) makes room.
+      auto space = blobs_.FilesystemSpace();
+      memory = space.ok() && space->available < n + kFreeSpaceMargin;
+    }
+    if (memory) {
+      // A miss this node cannot keep: it still serves, but it is not a full cache now.
+      if (evictor_) evictor_->NoSpace();
+      if (reserved) evictor_->Release(n);
+      reserved = false;
+      writer->Abort();
+      fill->UseMemory(kPassThroughWindow);
+    }
+    fill->Start(n);
+    return Status::Ok();
   };
   auto sink = [&](const char* data, size_t n) -> Status {
-          if (!from_backing) metrics_.Fetched(up.stats(), n);
-          if (memory) {
-            RC_RETURN_IF_ERROR(fill->WriteMemory(data, n, kPassThroughStall));
-            // Once the window has moved on, a newcomer could not start from byte 0.
-            if (listed && fill->window_start() > 0) unlist();
-            return Status::Ok();
-          }
-          RC_RETURN_IF_ERROR(writer->Write(data, n));
-          fill->Progress(writer->written());
-          return Status::Ok();
+    if (!from_backing) metrics_.Fetched(up.stats(), n);
+    if (memory) {
+      RC_RETURN_IF_ERROR(fill->WriteMemory(data, n, kPassThroughStall));
+      // Once the window has moved on, a newcomer could not start from byte 0.
+      if (listed && fill->window_start() > 0) unlist();
+      return Status::Ok();
+    }
+    RC_RETURN_IF_ERROR(writer->Write(data, n));
+    fill->Progress(writer->written());
+    return Status::Ok();
   };
   Status s = NotFound("no backing registry");
-  if (backing_) {
-    // The backing registry first: a blob any node fetched costs no upstream request. Only a
-    // failure before the first byte moves on to the upstream.
+  // The backing registry first: a blob any node fetched costs no upstream request. Only a
+  // failure before the first byte moves on to the upstream; after it, readers have had bytes
+  // that only the same source can continue. A copy there that failed verification is skipped
+  // (Backing::Distrusted) until the verified one this fill fetches replaced it.
+  if (backing_ && !backing_->Distrusted(digest)) {
     bool started = false;
     from_backing = true;
     s = backing_->FetchBlob(
@@ -704,6 +718,7 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
   }
   if (!from_backing) {
     s = up.Guarded([&] { return up.client().FetchBlob(fill->repo(), digest, on_size, sink); });
+    if (!s.ok() && s.code() != Code::kIoError) s = s.WithOrigin(Origin::kUpstream);
   }
   if (storage::IsNoSpace(s) && evictor_) evictor_->NoSpace();
   if (s.ok() && !memory) {
@@ -712,7 +727,8 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
     if (s.ok() && ledger_) ledger_->Added(digest, size, false);
     if (s.ok() && evictor_) evictor_->Stored();
     if (s.ok() && backing_ && !from_backing) {
-      backing_->Put({metadata::ContentKind::kBlob, BackingRepository(up, fill->repo()), digest, ""});
+      backing_->Put(
+          {metadata::ContentKind::kBlob, BackingRepository(up, fill->repo()), digest, ""});
     }
   } else if (!memory) {
     writer->Abort();

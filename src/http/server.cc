@@ -68,7 +68,7 @@ struct Outcome {
   std::string cache;  // hit, miss, stale, …
   std::string upstream;
   cache::UpstreamStats* stats = nullptr;  // the upstream's counters, once it is chosen
-  bool sent = false;  // a status line went out
+  bool sent = false;                      // a status line went out
 };
 
 bool AcceptsMediaType(const Request& req, std::string_view media_type) {
@@ -146,8 +146,8 @@ void BlobFields(const oci::Digest& digest, Add&& add) {
 // Adapts Headers to the field callbacks above.
 auto AppendTo(Headers& headers) {
   return [&headers](std::string_view name, std::string_view value, bool quoted) {
-    headers.emplace_back(std::string(name), quoted ? "\"" + std::string(value) + "\""
-                                                   : std::string(value));
+    headers.emplace_back(std::string(name),
+                         quoted ? "\"" + std::string(value) + "\"" : std::string(value));
   };
 }
 
@@ -178,7 +178,8 @@ Reply ErrorReply(unsigned status, const char* code, const std::string& message) 
 // configured name and says what happened, never its URL, address or credentials (those go to
 // the log).
 std::string PublicMessage(const Status& s, Endpoint ep, const std::string& upstream) {
-  const std::string who = "upstream " + upstream;
+  const std::string who =
+      s.origin() == Origin::kBacking ? "the backing registry" : "upstream " + upstream;
   switch (s.code()) {
     case Code::kNotFound:
       return std::string(ep == Endpoint::kBlob       ? "blob"
@@ -194,7 +195,9 @@ std::string PublicMessage(const Status& s, Endpoint ep, const std::string& upstr
     case Code::kDenied:
       return who + " denied access";
     case Code::kIntegrity:
-      return who + " sent content that does not match its digest or size";
+      return who + (ep == Endpoint::kManifest
+                        ? " sent a manifest that does not match its digest or is not valid"
+                        : " sent content that does not match its digest or size");
     case Code::kUnsupported:
       return who + " holds content this cache does not serve (e.g. a schema1 manifest)";
     case Code::kIoError:
@@ -325,7 +328,8 @@ class ServerImpl : public Server {
         if (!options_.on_reload) {
           if (!tls_) spdlog::info("SIGHUP: nothing to reload");
         } else if (!local_.TrySubmit(options_.on_reload)) {
-          spdlog::warn("SIGHUP: reload not started, the local workers are saturated; send it again");
+          spdlog::warn(
+              "SIGHUP: reload not started, the local workers are saturated; send it again");
         }
         WaitForSignal();
         return;
@@ -450,8 +454,8 @@ class ServerImpl : public Server {
       // one event loop per worker, nothing shared on the request path).
       asio::io_context& loop = next_loop_ == 0 ? *ioc_ : *workers_[next_loop_ - 1];
       next_loop_ = (next_loop_ + 1) % (workers_.size() + 1);
-      auto [ec, socket] = co_await acceptor_->async_accept(
-          asio::any_io_executor(loop.get_executor()), kTuple);
+      auto [ec, socket] =
+          co_await acceptor_->async_accept(asio::any_io_executor(loop.get_executor()), kTuple);
       if (stopping_) co_return;  // accepted as shutdown began: the close sweep has passed
       if (ec) {
         if (ec == asio::error::no_descriptors) {
@@ -601,8 +605,8 @@ class ServerImpl : public Server {
     std::shared_ptr<asio::ssl::context> context = tls_->Current();
     TlsStream tls(stream, *context);
     const std::string peer = Peer(stream);  // a timeout closes the socket
-    stream.expires_after(std::min<std::chrono::steady_clock::duration>(kTlsHandshakeTimeout,
-                                                                      options_.idle_timeout));
+    stream.expires_after(
+        std::min<std::chrono::steady_clock::duration>(kTlsHandshakeTimeout, options_.idle_timeout));
     auto [ec, used] =
         co_await tls.async_handshake(asio::ssl::stream_base::server, buffer.data(), kTuple);
     if (ec) {
@@ -934,10 +938,10 @@ class ServerImpl : public Server {
   // A repository its upstream's allow/deny lists keep out: refused without asking upstream.
   Reply Denied(cache::Upstream& up, const std::string& repository) {
     metrics_.Count("regcache_repository_denied_total", "upstream=\"" + up.name() + "\"");
-    return Error(Status(Code::kDenied, "repository " + repository +
-                                           " may not be pulled through upstream " + up.name() +
-                                           " (this cache's allow/deny lists)"),
-                 Endpoint::kOther);
+    return Error(
+        Status(Code::kDenied, "repository " + repository + " may not be pulled through upstream " +
+                                  up.name() + " (this cache's allow/deny lists)"),
+        Endpoint::kOther);
   }
 
   // The warm hits, answered from memory on this thread without a coroutine frame: a manifest by
@@ -1382,6 +1386,9 @@ class ServerImpl : public Server {
                 (c == Code::kNotFound || c == Code::kDenied || c == Code::kUnauthenticated)) {
               continue;
             }
+            // The backing registry's copy failed before this client had a byte of it: the next
+            // fill skips that copy (Backing::Distrusted) and asks the upstream.
+            if (attempt == 0 && state.status.origin() == Origin::kBacking) continue;
             {
               Reply reply = fail(state.status);
               co_return co_await Send(stream, reply, head, keep_alive, out);
@@ -1660,8 +1667,8 @@ Result<std::unique_ptr<Server>> CreateServer(ServerOptions options, cache::PullT
                                              cache::UpstreamSet& upstreams, cache::Metrics& metrics,
                                              std::shared_ptr<Authenticator> auth) {
   RaiseFileLimit();
-  auto server = std::make_unique<ServerImpl>(std::move(options), cache, upstreams, metrics,
-                                             std::move(auth));
+  auto server =
+      std::make_unique<ServerImpl>(std::move(options), cache, upstreams, metrics, std::move(auth));
   RC_RETURN_IF_ERROR(server->Bind());
   return std::unique_ptr<Server>(std::move(server));
 }

@@ -102,6 +102,12 @@ class RegistryClient {
   // Best-effort DELETE of an abandoned upload session.
   virtual void CancelUpload(const UploadTarget& target) = 0;
 
+  // DELETE /v2/<repo>/blobs/<digest>. kNotFound when the repository does not hold it;
+  // kUnsupported when the registry does not delete (405, e.g. distribution without
+  // storage.delete.enabled). What a registry deletes is its own business: distribution removes
+  // the repository's link and keeps the data until its garbage collector runs.
+  virtual Status DeleteBlob(const std::string& repo, const oci::Digest& digest) = 0;
+
   // PUT /v2/<repo>/manifests/<ref> with the exact bytes. Retried on 5xx/429/network errors.
   virtual Status PutManifest(const std::string& repo, const std::string& ref,
                              const std::string& media_type, const std::string& bytes) = 0;

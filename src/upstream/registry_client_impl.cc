@@ -712,6 +712,18 @@ void RegistryClientImpl::CancelUpload(const UploadTarget& target) {
   (void)Execute(call);
 }
 
+Status RegistryClientImpl::DeleteBlob(const std::string& repo, const oci::Digest& digest) {
+  Call call;
+  call.method = "DELETE";
+  call.url = BlobUrl(repo, digest);
+  call.scopes = {"repository:" + repo + ":delete"};
+  RC_ASSIGN_OR_RETURN(HttpResponse r, Execute(call));
+  if (r.status == 202 || r.status == 200 || r.status == 204) return Status::Ok();
+  Status s = StatusFromResponse(r, "DELETE blob " + registry_ + "/" + repo + "@" + digest.str());
+  if (r.status == 405) return Unsupported(s.message());
+  return s;
+}
+
 Status RegistryClientImpl::PutManifest(const std::string& repo, const std::string& ref,
                                        const std::string& media_type, const std::string& bytes) {
   Call call;

@@ -32,6 +32,7 @@ class RegistryClientImpl : public RegistryClient {
                         const oci::Digest& digest, uint64_t size, const BodyReader& reader,
                         UploadMode mode) override;
   void CancelUpload(const UploadTarget& target) override;
+  Status DeleteBlob(const std::string& repo, const oci::Digest& digest) override;
   Status PutManifest(const std::string& repo, const std::string& ref, const std::string& media_type,
                      const std::string& bytes) override;
   Result<std::vector<std::string>> ListTags(const std::string& repo) override;

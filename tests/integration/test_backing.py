@@ -178,6 +178,73 @@ class BackingTest(RegistryTestCase):
         self.assertGreater(rc.metrics().get('regcache_backing_failures_total{reason="name_unknown"}', 0), 0)
         self.pull(rc.host, "b")  # the local tier keeps serving
 
+    def layer_of(self, arch="amd64"):
+        """(digest, size) of the first layer of one platform's manifest in the upstream."""
+        idx = json.loads(get(self.hub.host, "/v2/library/app/manifests/v1")[2])
+        child = [d for d in idx["manifests"] if d["platform"]["architecture"] == arch][0]
+        manifest = json.loads(get(self.hub.host, "/v2/library/app/manifests/" + child["digest"])[2])
+        return manifest["layers"][0]["digest"], manifest["layers"][0]["size"]
+
+    def test_corrupt_backing_copy_sends_the_next_fill_upstream_and_is_reported(self):
+        """One bad object in the backing registry's storage must not make a layer unpullable:
+        after it fails verification, the next fill goes to the upstream; the failure is counted
+        against the backing registry, and the write-back tries to replace the copy (distribution
+        keeps content-addressed data on a new upload, which the log explains)."""
+        rc = self.node("rc")
+        self.pull(rc.host, "a")
+        self.drained(rc)
+        layer, size = self.layer_of()
+        data = os.path.join(self.backing.dir, "data", "docker", "registry", "v2", "blobs", "sha256",
+                            layer[7:9], layer[7:], "data")
+        with open(data, "r+b") as f:  # one byte flipped, full length kept
+            f.seek(size // 2)
+            b = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([b[0] ^ 0xFF]))
+        st, _, body = get(self.backing.host, "/v2/%s/blobs/%s" % (self.mirror, layer))
+        self.assertEqual((st, len(body)), (200, size))
+        self.assertNotEqual(sha(body), layer, "the backing registry now serves a corrupt copy")
+
+        fresh = self.node("fresh")
+        before = len([p for p in self.hub_gets("blobs") if layer in p])
+        ok = 0
+        for i in range(16):
+            try:
+                st, _, body = get(fresh.host, "/v2/library/app/blobs/" + layer)
+            except http.client.HTTPException:
+                continue  # the first reader of the bad copy is cut off mid-body, and retries
+            if st == 200 and sha(body) == layer:
+                ok += 1
+        self.assertGreaterEqual(ok, 15, "at most the first request meets the corrupt copy")
+        upstream_gets = len([p for p in self.hub_gets("blobs") if layer in p]) - before
+        self.assertEqual(upstream_gets, 1, "the next fill went to the upstream, once")
+        m = fresh.metrics()
+        self.assertGreaterEqual(m.get('regcache_backing_requests_total{kind="blob",result="corrupt"}', 0), 1)
+        deadline = time.time() + 30
+        while time.time() < deadline and "kept its corrupt copy" not in fresh.log_text():
+            time.sleep(0.2)
+        log = fresh.log_text()
+        self.assertIn("backing registry %s: blob %s@%s failed verification" % (self.backing.host, self.mirror, layer), log)
+        # distribution answers the DELETE and the upload, and keeps its old data: said plainly.
+        self.assertIn("kept its corrupt copy of %s" % layer, log)
+        self.assertIn("docker/registry/v2/blobs/sha256/%s/%s/data" % (layer[7:9], layer[7:]), log)
+        self.assertEqual(fresh.metrics().get('regcache_backing_repairs_total{result="kept"}'), 1)
+        # Whole pulls through the node work, byte-exact, with the upstream asked nothing more.
+        self.pull(fresh.host, "after")
+        self.assertEqual(len([p for p in self.hub_gets("blobs") if layer in p]) - before, 1)
+
+    def test_garbage_manifest_from_the_upstream_is_a_bad_gateway(self):
+        proxy = self.proxy(self.hub.port)
+        proxy.fail_next.append(["GET", "/manifests/v1", 200,
+                                {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+                                10, b"this is not json"])
+        rc = self.regcache([{"name": "hub", "url": "http://" + proxy.host}], name="garbage")
+        st, _, body = get(rc.host, "/v2/library/app/manifests/v1")
+        self.assertEqual(st, 502, body)
+        err = json.loads(body)["errors"][0]
+        self.assertIn("upstream hub sent a manifest that does not match its digest or is not valid",
+                      err["message"])
+
 
 class TwoNodesTest(RegistryTestCase):
     """Two nodes behind nginx hashing the request path (consistent), sharing one backing
