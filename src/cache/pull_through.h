@@ -24,8 +24,8 @@
 
 #include "base/status.h"
 #include "cache/backing.h"
-#include "cache/fill.h"
 #include "cache/evictor.h"
+#include "cache/fill.h"
 #include "cache/flight.h"
 #include "cache/hot_index.h"
 #include "cache/ledger.h"
@@ -92,9 +92,9 @@ struct FillProgress {
   std::string upstream;
   std::string repository;  // the one the download goes through
   oci::Digest digest;
-  uint64_t bytes = 0;       // received so far (what clients may read)
-  uint64_t size = 0;        // 0 until the upstream answered
-  bool relayed = false;     // not being stored (no room): relayed to its clients from memory
+  uint64_t bytes = 0;    // received so far (what clients may read)
+  uint64_t size = 0;     // 0 until the upstream answered
+  bool relayed = false;  // not being stored (no room): relayed to its clients from memory
 };
 
 class PullThroughCache {
@@ -124,8 +124,8 @@ class PullThroughCache {
   // or joins the one running. nullptr when no check should run now: the breaker is open, the
   // tag's last check failed less than a back-off ago, or the upstream is saturated. `*started`
   // says whether this call started it. When the flight completes, a new lookup sees the result.
-  std::shared_ptr<Flight> Revalidate(Upstream& up, const std::string& repo,
-                                     const std::string& tag, bool* started);
+  std::shared_ptr<Flight> Revalidate(Upstream& up, const std::string& repo, const std::string& tag,
+                                     bool* started);
 
   // Blocking: a manifest that LookupManifest found cold (or that vanished), from upstream. One
   // upstream conversation per (upstream, repository, reference) at a time; concurrent callers
@@ -174,9 +174,9 @@ class PullThroughCache {
 
   Result<std::shared_ptr<const CachedManifest>> LoadManifest(const oci::Digest& digest);
   // `from_backing`: read from the backing registry, so not copied back there.
-  Result<std::shared_ptr<const CachedManifest>> StoreManifest(
-      Upstream& up, const std::string& repo, const upstream::FetchedManifest& m,
-      bool from_backing = false);
+  Result<std::shared_ptr<const CachedManifest>> StoreManifest(Upstream& up, const std::string& repo,
+                                                              const upstream::FetchedManifest& m,
+                                                              bool from_backing = false);
   // With a backing registry: a cold tag resolved by an upstream HEAD, its manifest from the local
   // store, the backing registry or (last) the upstream; the backing's tag when upstream fails.
   Result<ManifestResponse> FetchTagWithBacking(Upstream& up, const std::string& repo,
@@ -187,7 +187,7 @@ class PullThroughCache {
                                                         const oci::Digest& digest,
                                                         bool* from_backing);
   std::string BackingRepository(Upstream& up, const std::string& repo) {
-    return backing_->Repository(up.client().registry(), repo);
+    return backing_->Repository(up.registry(), repo);
   }
   Result<ManifestResponse> FetchManifestOnce(Upstream& up, const std::string& repo,
                                              const std::string& reference);

@@ -26,13 +26,20 @@ std::vector<UpstreamConfig> EmbeddedUpstreams() {
   return out;
 }
 
+std::string UpstreamRegistry(const std::string& name, const std::string& url_registry) {
+  if (oci::LooksLikeRegistryHost(name) && oci::IsValidRegistryHost(name)) {
+    return oci::NormalizeRegistryHost(name);
+  }
+  return url_registry;
+}
+
 Upstream::Upstream(UpstreamConfig config, std::unique_ptr<upstream::RegistryClient> client,
                    const UpstreamPolicy& policy, std::shared_ptr<std::atomic<bool>> cancel,
                    UpstreamStats* stats)
     : config_(std::move(config)),
+      registry_(UpstreamRegistry(config_.name, client->registry())),
       ttls_(std::make_shared<const Ttls>(Ttls{config_.tag_ttl, config_.ttl_rules})),
-      lists_(std::make_shared<const RepositoryLists>(
-          RepositoryLists{config_.allow, config_.deny})),
+      lists_(std::make_shared<const RepositoryLists>(RepositoryLists{config_.allow, config_.deny})),
       listed_(!config_.allow.empty() || !config_.deny.empty()),
       client_(std::move(client)),
       cancel_(std::move(cancel)),
@@ -71,8 +78,8 @@ bool RepositoryAllowed(const std::vector<std::string>& allow, const std::vector<
 
 void Upstream::SetRepositoryLists(std::vector<std::string> allow, std::vector<std::string> deny) {
   const bool listed = !allow.empty() || !deny.empty();
-  lists_.store(std::make_shared<const RepositoryLists>(
-      RepositoryLists{std::move(allow), std::move(deny)}));
+  lists_.store(
+      std::make_shared<const RepositoryLists>(RepositoryLists{std::move(allow), std::move(deny)}));
   listed_.store(listed, std::memory_order_release);
 }
 
@@ -157,7 +164,8 @@ Status UpstreamSet::Build(std::vector<UpstreamConfig> configs, const std::string
   auto current = active_.load();
   for (auto& c : configs) {
     for (auto* u : out->list) {
-      if (u->name() == c.name) return InvalidArgument("upstream '" + c.name + "' is configured twice");
+      if (u->name() == c.name)
+        return InvalidArgument("upstream '" + c.name + "' is configured twice");
     }
     Upstream* keep = nullptr;
     if (current) {
@@ -254,8 +262,12 @@ Upstream* UpstreamSet::Find(const std::string& name_or_host) {
   for (auto* u : a->list) {
     if (u->name() == name_or_host) return u;
   }
-  // containerd sends ?ns=docker.io; users may write a host alias.
+  // containerd sends ?ns=docker.io; users may write a host alias. The registry an upstream
+  // stands for first (index.docker.io finds docker.io served from a mirror), then its URL's host.
   std::string normalized = oci::NormalizeRegistryHost(name_or_host);
+  for (auto* u : a->list) {
+    if (u->registry() == normalized) return u;
+  }
   for (auto* u : a->list) {
     if (u->client().registry() == normalized) return u;
   }

@@ -72,8 +72,14 @@ class Upstream {
   // As configured at creation; TTLs and repository lists may have been changed since.
   const UpstreamConfig& config() const { return config_; }
   upstream::RegistryClient& client() { return *client_; }
+  // The registry this upstream stands for, as clients and image references name it: its
+  // configured name when that is a registry host ("docker.io", "ghcr.io",
+  // "registry.example.com:5000"), else its URL's host. An upstream docker.io served from
+  // https://mirror.gcr.io stands for docker.io. The backing registry's layout and Docker Hub's
+  // library/ rule follow it, so that `regcache ensure --mirror` finds what serve wrote.
+  const std::string& registry() const { return registry_; }
   // Docker Hub's rule: single-component names live under library/.
-  bool IsDockerHub() const { return client_->registry() == "docker.io"; }
+  bool IsDockerHub() const { return registry_ == "docker.io"; }
   std::chrono::seconds TtlFor(const std::string& repo) const;
   // Live reload: new TTLs apply to the next lookup.
   void SetTtls(std::chrono::seconds tag_ttl, std::vector<TtlRule> rules);
@@ -115,6 +121,7 @@ class Upstream {
     std::vector<std::string> allow, deny;
   };
   UpstreamConfig config_;
+  std::string registry_;
   std::atomic<std::shared_ptr<const Ttls>> ttls_;
   std::atomic<std::shared_ptr<const RepositoryLists>> lists_;
   std::atomic<bool> listed_{false};  // lists_ has a pattern: hits without lists skip the load
@@ -126,6 +133,10 @@ class Upstream {
   WorkQueue requests_;
   WorkQueue fills_;
 };
+
+// What Upstream::registry() says for an upstream named `name` whose client talks to the
+// normalized registry `url_registry`.
+std::string UpstreamRegistry(const std::string& name, const std::string& url_registry);
 
 // The client `regcache serve` uses for `config`'s registry: with `policy`'s short deadlines for
 // requests a client waits on, or `patient` for background copies (no deadline on an answer, the
@@ -180,7 +191,7 @@ class UpstreamSet {
   Metrics* metrics_ = nullptr;
   UpstreamPolicy policy_;
   std::shared_ptr<upstream::CredentialResolver> credentials_;
-  std::mutex mu_;  // serializes Reconfigure and Shutdown
+  std::mutex mu_;                                 // serializes Reconfigure and Shutdown
   std::vector<std::unique_ptr<Upstream>> owned_;  // every upstream ever made, active or retired
   std::atomic<std::shared_ptr<const Active>> active_;
   // Changes with every Publish; unique across sets, so a thread's cached snapshot of another

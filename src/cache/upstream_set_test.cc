@@ -25,6 +25,35 @@ TEST(UpstreamSetTest, FindsByNameOrHostAndAppliesTtlRules) {
   EXPECT_EQ(hub->TtlFor("org/app"), std::chrono::seconds(300));
 }
 
+TEST(UpstreamSetTest, AnUpstreamStandsForTheRegistryItIsNamedFor) {
+  EXPECT_EQ(UpstreamRegistry("docker.io", "mirror.gcr.io"), "docker.io");
+  EXPECT_EQ(UpstreamRegistry("index.docker.io", "artifactory.corp"), "docker.io");
+  EXPECT_EQ(UpstreamRegistry("registry.example.com:5000", "127.0.0.1:5001"),
+            "registry.example.com:5000");
+  EXPECT_EQ(UpstreamRegistry("localhost", "127.0.0.1:5001"), "localhost");
+  // A name that is no registry host: the URL's host, as before.
+  EXPECT_EQ(UpstreamRegistry("hub", "docker.io"), "docker.io");
+  EXPECT_EQ(UpstreamRegistry("internal", "127.0.0.1:5001"), "127.0.0.1:5001");
+
+  std::vector<UpstreamConfig> configs(3);
+  configs[0].name = "docker.io";
+  configs[0].url = "https://mirror.gcr.io";
+  configs[1].name = "ghcr.io";
+  configs[1].url = "https://mirror.gcr.io";  // two upstreams on one host
+  configs[2].name = "internal";
+  configs[2].url = "http://127.0.0.1:5001";
+  auto set = UpstreamSet::Create(configs, "docker.io", nullptr);
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  auto* hub = (*set)->Find("docker.io");
+  ASSERT_NE(hub, nullptr);
+  EXPECT_EQ(hub->registry(), "docker.io");
+  EXPECT_TRUE(hub->IsDockerHub());
+  EXPECT_EQ((*set)->Find("index.docker.io"), hub);
+  EXPECT_EQ((*set)->Find("ghcr.io")->registry(), "ghcr.io");
+  EXPECT_FALSE((*set)->Find("ghcr.io")->IsDockerHub());
+  EXPECT_EQ((*set)->Find("internal")->registry(), "127.0.0.1:5001");
+}
+
 TEST(UpstreamSetTest, AllowAndDenyListsOfGlobs) {
   UpstreamConfig c;
   EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "anything/at/all"));  // no lists: everything
@@ -35,7 +64,7 @@ TEST(UpstreamSetTest, AllowAndDenyListsOfGlobs) {
   EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library"));
   EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "mylibrary/alpine"));
   c.deny = {"library/evil*"};
-  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library/evil"));     // deny wins over allow
+  EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library/evil"));  // deny wins over allow
   EXPECT_FALSE(RepositoryAllowed(c.allow, c.deny, "library/evilcorp"));
   EXPECT_TRUE(RepositoryAllowed(c.allow, c.deny, "library/alpine"));
   c.allow.clear();  // a deny-list alone: everything else is allowed

@@ -71,11 +71,11 @@ TEST(RouteTest, EndpointsAndThreeRoutingForms) {
   // The configured name is echoed, never the raw value.
   r = ParseTarget("/v2/library/ruby/manifests/3?ns=registry-1.docker.io", &ep);
   EXPECT_EQ(ChooseUpstream(*r, Find, "ghcr.io", IsHub)->ns, "docker.io");
-  for (const char* bad : {"%ff", "docker.io%0d%0a%0d%0a", "hub%0d%0aX-Injected:%201", "a%20b", ""}) {
+  for (const char* bad :
+       {"%ff", "docker.io%0d%0a%0d%0a", "hub%0d%0aX-Injected:%201", "a%20b", ""}) {
     r = ParseTarget(std::string("/v2/a/b/manifests/3?ns=") + bad, &ep);
     ASSERT_TRUE(r.ok()) << bad;
-    EXPECT_EQ(ChooseUpstream(*r, Find, "docker.io", IsHub).status().code(),
-              Code::kInvalidArgument)
+    EXPECT_EQ(ChooseUpstream(*r, Find, "docker.io", IsHub).status().code(), Code::kInvalidArgument)
         << bad;
   }
   // A registry-like first component that is not configured is not a repository of the default.
@@ -113,8 +113,15 @@ TEST(RouteTest, RejectsTraversalEncodingAndBadReferences) {
   auto r = ParseTarget("/v2/a/blobs/sha256:zz", &ep);
   EXPECT_FALSE(r.ok());
   EXPECT_STREQ(ErrorFor(r.status().code(), ep).code, "DIGEST_INVALID");
-  r = ParseTarget("/v2/a/manifests/-bad", &ep);
-  EXPECT_FALSE(r.ok());
+  // A name no tag can have is an unknown manifest (the OCI conformance suite's
+  // .INVALID_MANIFEST_NAME), not a malformed push.
+  for (const char* bad : {"/v2/a/manifests/-bad", "/v2/a/manifests/.INVALID_MANIFEST_NAME"}) {
+    r = ParseTarget(bad, &ep);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(ErrorFor(r.status().code(), ep).status, 404) << bad;
+    EXPECT_STREQ(ErrorFor(r.status().code(), ep).code, "MANIFEST_UNKNOWN") << bad;
+  }
+  r = ParseTarget("/v2/a/manifests/sha256:totallywrong", &ep);
   EXPECT_STREQ(ErrorFor(r.status().code(), ep).code, "MANIFEST_INVALID");
   EXPECT_EQ(ParseTarget("/v3/x", &ep).status().code(), Code::kNotFound);
   EXPECT_EQ(ParseTarget("/v2/x/unknown", &ep).status().code(), Code::kNotFound);

@@ -32,12 +32,6 @@ std::map<std::string, std::string> ParseQuery(std::string_view q) {
 
 }  // namespace
 
-bool LooksLikeRegistryHost(std::string_view component) {
-  // docker's own rule for the first component of a reference.
-  return component == "localhost" || component.find('.') != std::string_view::npos ||
-         component.find(':') != std::string_view::npos;
-}
-
 Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) {
   *endpoint_on_error = Endpoint::kOther;
   Route r;
@@ -86,7 +80,7 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
   // '/'), found from the last two slashes without searching for each marker.
   size_t last = rest.rfind('/');
   size_t word_at = last == std::string_view::npos || last == 0 ? std::string_view::npos
-                                                                : rest.rfind('/', last - 1);
+                                                               : rest.rfind('/', last - 1);
   std::string_view word = word_at == std::string_view::npos || word_at == 0
                               ? std::string_view()
                               : rest.substr(word_at + 1, last - word_at - 1);
@@ -129,7 +123,9 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
       if (!d.ok()) return InvalidArgument(d.status().message());
       r.digest = std::move(*d);
     } else if (!oci::IsValidTag(r.reference)) {
-      return InvalidArgument("invalid tag '" + r.reference + "'");
+      // No manifest can have this name: a pull of it is answered as any unknown manifest is
+      // (404, as the OCI conformance suite and distribution expect), without asking an upstream.
+      return NotFound("manifest unknown: '" + r.reference + "' is not a valid tag");
     }
   } else if (r.kind == RouteKind::kBlob || r.kind == RouteKind::kReferrers) {
     auto d = oci::Digest::Parse(r.reference);
@@ -165,7 +161,7 @@ Result<UpstreamChoice> ChooseUpstream(
     if (!prefixed.empty()) {
       c.upstream = prefixed;
       name = name.substr(slash + 1);
-    } else if (LooksLikeRegistryHost(first)) {
+    } else if (oci::LooksLikeRegistryHost(first)) {
       // A mirror entry for a registry that is not configured (cache:5000/quay.io/...): never
       // forward it to the default upstream as a repository named "quay.io/...".
       return NotFound("upstream '" + first + "' is not configured here");

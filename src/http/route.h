@@ -40,7 +40,9 @@ struct Route {
 };
 
 // Splits and validates the request target. kInvalidArgument (with the endpoint set so the caller
-// can pick the error code) for encoded characters, "..", empty components or unknown paths.
+// can pick the error code) for encoded characters, "..", empty components or a malformed digest;
+// kNotFound for unknown paths and for a manifest reference that is neither a digest nor a valid
+// tag (endpoint kManifest: MANIFEST_UNKNOWN).
 Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error);
 
 struct UpstreamChoice {
@@ -48,10 +50,6 @@ struct UpstreamChoice {
   std::string repository;  // upstream-side repository ("library/ruby")
   std::string ns;          // with ?ns=: the configured upstream name, echoed in OCI-Namespace
 };
-
-// Whether a path component names a registry host rather than a repository (docker's rule: it has
-// a '.' or ':', or is "localhost").
-bool LooksLikeRegistryHost(std::string_view component);
 
 // Resolves which upstream a route goes to. `find` maps a routing name or registry host to the
 // configured upstream name ("" if none); `is_docker_hub` says whether that upstream is Docker Hub.

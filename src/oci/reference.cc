@@ -58,7 +58,8 @@ bool IsDockerHubAlias(std::string_view host) {
 
 bool IsValidRepository(std::string_view repository) {
   if (repository.empty() || repository.size() > kMaxNameLength) return false;
-  return AllParts(repository, '/', [](std::string_view part) { return IsValidPathComponent(part); });
+  return AllParts(repository, '/',
+                  [](std::string_view part) { return IsValidPathComponent(part); });
 }
 
 bool IsValidTag(std::string_view tag) {
@@ -211,6 +212,11 @@ Result<Reference> ParseReference(std::string_view text, bool default_tag) {
   }
   if (ref.tag.empty() && !ref.digest && default_tag) ref.tag = "latest";
   return ref;
+}
+
+bool LooksLikeRegistryHost(std::string_view component) {
+  return component == "localhost" || component.find('.') != std::string_view::npos ||
+         component.find(':') != std::string_view::npos;
 }
 
 }  // namespace regcache::oci

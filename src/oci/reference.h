@@ -51,5 +51,8 @@ bool IsValidRepository(std::string_view repository);
 bool IsValidTag(std::string_view tag);
 // Registry host[:port], including [ipv6]:port.
 bool IsValidRegistryHost(std::string_view host);
+// Whether the first component of a name names a registry host rather than a repository
+// (docker's rule: it has a '.' or ':', or is "localhost").
+bool LooksLikeRegistryHost(std::string_view component);
 
 }  // namespace regcache::oci

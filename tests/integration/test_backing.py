@@ -13,7 +13,7 @@ import time
 import unittest
 
 from fixtures import push
-from regtest import Balancer, RegistryTestCase
+from regtest import Balancer, RegistryTestCase, run_regcache
 
 MIB = 1 << 20
 ACCEPT = {"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, */*"}
@@ -244,6 +244,41 @@ class BackingTest(RegistryTestCase):
         err = json.loads(body)["errors"][0]
         self.assertIn("upstream hub sent a manifest that does not match its digest or is not valid",
                       err["message"])
+
+
+class BackingLayoutTest(RegistryTestCase):
+    """The backing layout names the registry the client asked for (the upstream's name when that
+    is a registry host), so `regcache ensure --mirror` finds what serve wrote, whatever host
+    serves that registry and however many upstreams share one host."""
+
+    def test_upstreams_named_for_registries_write_where_ensure_reads(self):
+        hub = self.registry("hub")  # stands in for Docker Hub, ghcr.io and quay.io at once
+        backing = self.registry("backing")
+        layout, digest = self.image("app", layers=1, layer_size=MIB)
+        push(layout, "v1", hub.host + "/library/app:v1")
+        rc = self.regcache([{"name": n, "url": "http://" + hub.host, "tag_ttl": "1h"}
+                            for n in ("docker.io", "ghcr.io", "quay.io")],
+                           extra="backing: 'http://%s/cache'\ndefault_upstream: docker.io\n" % backing.host)
+        # dockerd's path, podman's prefixed paths for the two upstreams on one host.
+        for prefix in ("", "ghcr.io/", "quay.io/"):
+            r = skopeo_copy("%s/%slibrary/app:v1" % (rc.host, prefix),
+                            os.path.join(self.work, "p" + prefix.rstrip("/")))
+            self.assertEqual(r.returncode, 0, r.stderr)
+        for registry in ("docker.io", "ghcr.io", "quay.io"):
+            tag = "/v2/cache/%s/library/app/manifests/v1" % registry
+            deadline = time.time() + 60
+            while time.time() < deadline and get(backing.host, tag, "HEAD")[0] != 200:
+                time.sleep(0.2)
+            st, _, body = get(backing.host, tag)
+            self.assertEqual((st, sha(body)), (200, digest), registry)
+            # ensure --mirror finds it there: present, without a request to the source (the real
+            # registry, which this machine cannot reach).
+            r = run_regcache("ensure", "--mirror", backing.host + "/cache",
+                             "%s/library/app:v1" % registry, "--json", timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertFalse(json.loads(r.stdout)["copied"], r.stdout)
+        self.assertEqual([p for m, p, _ in backing.requests() if "127.0.0.1-" in p], [],
+                         "nothing keyed by the upstream's URL host")
 
 
 class TwoNodesTest(RegistryTestCase):
