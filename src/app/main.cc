@@ -213,13 +213,13 @@ int RunSync(const SyncFlags& f, const CommonFlags& common) {
   if (!config.ok()) return ReportFailure(config.status().WithContext(f.file));
   copy::ClientPool pool(BaseOptions(common), common.docker_config);
   copy::SyncRunner runner(pool, *config);
-  std::vector<copy::SyncOutcome> outcomes;
-  auto items = runner.Expand(outcomes);
   std::mutex log_mu;
   auto log = [&](const std::string& line) {
     std::lock_guard<std::mutex> lock(log_mu);
     std::fprintf(stderr, "regcache sync: %s\n", line.c_str());
   };
+  std::vector<copy::SyncOutcome> outcomes;
+  auto items = runner.Expand(outcomes, log);
   auto ran = runner.Run(items, f.dry_run, log);
   outcomes.insert(outcomes.begin(), ran.begin(), ran.end());
   if (f.json) {
@@ -373,7 +373,8 @@ int main(int argc, char** argv) {
   if (serve->parsed()) {
     if (!serve_check_config.empty()) {
       if (!serve_config_file.empty() && serve_config_file != serve_check_config) {
-        return ReportFailure(regcache::InvalidArgument("give --config or --check-config, not both"));
+        return ReportFailure(
+            regcache::InvalidArgument("give --config or --check-config, not both"));
       }
       serve_config_file = serve_check_config;
     }
