@@ -358,7 +358,8 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures,
             {src.Name() + " (tag_regex)", DestinationText(spec), listed.status(), {}});
         continue;
       }
-      auto matching = MatchingTags(spec.tag_regex, std::move(*listed), src.Name(), log);
+      if (!listed->stopped.empty()) log(listed->stopped);
+      auto matching = MatchingTags(spec.tag_regex, std::move(listed->tags), src.Name(), log);
       if (!matching.ok()) {  // checked at load: not expected
         failures.push_back({src.Name() + " (tag_regex)",
                             DestinationText(spec),

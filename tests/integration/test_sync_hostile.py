@@ -1,15 +1,19 @@
 """regcache sync against a source registry that misbehaves: tag-list entries that are no tags, a
-tag_regex prone to backtracking (issue 13, item 1). The hostile registry is hostile.py's; real
-docker-registry instances where an image is really copied."""
+tag_regex prone to backtracking, Link headers that loop, leave the origin or never end (issue 13,
+items 1 and 5). The hostile registry is hostile.py's; real docker-registry instances where an
+image is really copied."""
 
 import json
 import os
+import subprocess
 import time
 import unittest
 
 from fixtures import inspect_raw, push
 from hostile import HostileRegistry
-from regtest import RegistryTestCase, run_regcache
+from regtest import REGCACHE, RegistryTestCase, run_regcache
+
+SANITIZED = bool(os.environ.get("REGCACHE_SANITIZED"))
 
 
 class SyncHostileTest(RegistryTestCase):
@@ -69,6 +73,82 @@ class SyncHostileTest(RegistryTestCase):
         self.assertEqual(sorted(row["source"] for row in rows),
                          ["%s/lib/app:aab" % src.host, "%s/lib/app:ab" % src.host])
         self.assertLess(took, 10)
+
+    def test_link_loop_with_the_same_last_stops_with_what_was_listed(self):
+        # The Link points back at the page it came with: sync followed it 10,000 times,
+        # holding every copy of the list.
+        def page(repo, query):
+            return ({"name": repo, "tags": ["v1", "v2"]},
+                    {"Link": '</v2/%s/tags/list?n=1000&last=v2>; rel="next"' % repo})
+
+        src = self.hostile(page)
+        r, rows, took = self.dry_run(self.regex_sync(src.host, "v.*", src.host), timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(row["source"] for row in rows),
+                         ["%s/lib/app:v1" % src.host, "%s/lib/app:v2" % src.host])
+        self.assertEqual(len(src.requests("/tags/list")), 2, "the first page and the repeated one")
+        self.assertIn("the tag list of %s/lib/app leads back to a page already read (last=v2)"
+                      % src.host, r.stderr)
+
+    def test_link_to_another_origin_is_never_followed(self):
+        other = self.hostile(lambda repo, q: ({"name": repo, "tags": ["evil"]}, {}))
+
+        def page(repo, query):
+            return ({"name": repo, "tags": ["v1"]},
+                    {"Link": '<http://%s/v2/%s/tags/list?last=v1>; rel="next"' % (other.host, repo)})
+
+        src = self.hostile(page)
+        r, rows, took = self.dry_run(self.regex_sync(src.host, "v.*", src.host), timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(len(rows), 1, rows)
+        self.assertFalse(rows[0]["ok"])
+        self.assertIn("its Link leads to another origin, 'http://%s'" % other.host, rows[0]["error"])
+        self.assertEqual(other.log, [], "the other origin must receive no request at all")
+
+    def test_pages_without_end_stop_at_a_bound_with_bounded_memory(self):
+        # Every page names a new `last`, so no loop is seen; each is 2 MiB of valid tags. Without
+        # bounds sync held every page (3.4 GB after 30 s in the report). Now the listing fails at
+        # its byte bound, naming it, and memory stays near that bound.
+        def page(repo, query):
+            n = int(query.get("last", ["0"])[0]) + 1
+            tags = ["p%06d-%05d-%s" % (n, i, "x" * 86) for i in range(20000)]
+            return ({"name": repo, "tags": tags},
+                    {"Link": '</v2/%s/tags/list?last=%d>; rel="next"' % (repo, n)})
+
+        src = self.hostile(page)
+        path = self.regex_sync(src.host, "v.*", src.host)
+        env = dict(os.environ, DOCKER_CONFIG=self.work)
+        start = time.monotonic()
+        proc = subprocess.Popen([REGCACHE, "sync", "--dry-run", "--json", path, "--retries", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # Watched while it runs, and killed past a limit far above what it needs (so that a
+        # regression ends the test instead of the machine).
+        limit_kib = (2048 if SANITIZED else 512) * 1024
+        peak_kib = 0
+        while proc.poll() is None and time.monotonic() - start < 120:
+            try:
+                with open("/proc/%d/status" % proc.pid) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak_kib = max(peak_kib, int(line.split()[1]))
+            except OSError:
+                pass
+            if peak_kib > limit_kib:
+                break
+            time.sleep(0.05)
+        killed = proc.poll() is None
+        if killed:
+            proc.kill()
+        out, err = proc.communicate()
+        took = time.monotonic() - start
+        self.assertFalse(killed, "still running after %.0f s with %d MiB resident" % (took, peak_kib // 1024))
+        self.assertEqual(proc.returncode, 1, err[-2000:])
+        rows = json.loads(out)
+        self.assertIn("listing tags of %s/lib/app: more than 64.0 MiB of pages (the bound for one listing"
+                      % src.host, rows[0]["error"])
+        pages = len(src.requests("/tags/list"))
+        self.assertLess(pages, 40, "64 MiB is about 32 pages of 2 MiB")
+        print("\n  endless pages: %d pages, %.1f s, peak RSS %d MiB" % (pages, took, peak_kib // 1024))
 
 
 if __name__ == "__main__":
