@@ -89,6 +89,15 @@ class ProgressLine {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// A reference as written, without its tag or digest: "host:5000/a/b:v1@sha256:…" ->
+// "host:5000/a/b" (a ':' after the last '/' starts a tag; one before it is a port).
+std::string RepositoryOf(std::string_view reference) {
+  reference = reference.substr(0, reference.find('@'));
+  const size_t slash = reference.rfind('/');
+  const size_t colon = reference.find(':', slash == std::string_view::npos ? 0 : slash);
+  return std::string(reference.substr(0, colon));
+}
+
 nlohmann::json ResultJson(const copy::EnsureResult& r, const std::string& printed_dst) {
   nlohmann::json j;
   j["source"] = r.source.String();
@@ -96,6 +105,9 @@ nlohmann::json ResultJson(const copy::EnsureResult& r, const std::string& printe
       r.source_digest.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.source_digest.str());
   j["destination"] = printed_dst;
   j["destination_digest"] = r.destination_digest.str();
+  // The tag written (the printed reference is by digest only); null for a copy by digest.
+  j["destination_tag"] =
+      r.destination.tag.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.destination.tag);
   j["copied"] = r.copied;
   j["reason"] = r.reason;
   j["manifests"] = {{"pushed", r.manifests_pushed}, {"present", r.manifests_present}};
@@ -126,7 +138,7 @@ struct EnsureFlags {
 };
 
 // Where ensure writes: DST as given, or SRC's place under --mirror PREFIX. `printed` is what
-// the user will see: DST exactly as given, or the whole mirror reference.
+// the printed reference is made of: DST exactly as given, or the whole mirror reference.
 Result<oci::Reference> EnsureDestination(const EnsureFlags& f, const oci::Reference& src,
                                          std::string* printed) {
   if (!f.mirror.empty()) {
@@ -184,8 +196,10 @@ int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
   progress.Clear();
   if (!result.ok()) return ReportFailure(result.status());
 
-  // The destination with the digest appended, so `FROM $(regcache ensure ...)` pins it.
-  if (!dst->digest) printed += "@" + result->destination_digest.str();
+  // The repository by digest, so that `FROM $(regcache ensure ...)` pins it. Without the tag:
+  // skopeo (containers/image) refuses a reference with both ("Docker references with both a
+  // tag and digest are currently not supported"); --json keeps the tag as destination_tag.
+  printed = RepositoryOf(printed) + "@" + result->destination_digest.str();
   if (f.json) {
     std::cout << ResultJson(*result, printed).dump() << std::endl;
   } else {
@@ -267,7 +281,8 @@ int main(int argc, char** argv) {
       "ensure",
       "Make DST (or SRC's place under --mirror PREFIX) hold SRC: if it exists, do nothing (no "
       "request to SRC's registry); else copy every platform byte-exact, streaming blobs registry "
-      "to registry. Prints DST@sha256:<digest>.");
+      "to registry. Prints DST's repository by digest, REPOSITORY@sha256:<digest> (without "
+      "the tag, which skopeo would refuse; --json has it as destination_tag).");
   ensure->add_option("SRC", ef.src, "source image, e.g. ruby:3.3 or ghcr.io/org/app:1.0")
       ->required();
   ensure->add_option("DST", ef.dst,
@@ -293,7 +308,9 @@ int main(int argc, char** argv) {
   ensure->add_option("-j,--jobs", ef.jobs, "blobs copied in parallel")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  ensure->add_flag("--json", ef.json, "print a JSON object instead of the reference");
+  ensure->add_flag("--json", ef.json,
+                   "print a JSON object instead of the reference (destination: the printed "
+                   "reference; destination_tag: the tag written)");
   AddCommonFlags(ensure, common);
 
   SyncFlags sf;
