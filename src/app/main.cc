@@ -263,6 +263,28 @@ int RunSync(const SyncFlags& f, const CommonFlags& common) {
   return worst;
 }
 
+// CLI11 answers a command it does not know ("regcache prefetch") with "A subcommand is
+// required". This names the word and the commands instead: "unknown command 'prefetch'
+// (commands: ensure, sync, serve; see --help)", or "" when the command
+// line names a command or asks for help or the version. The top level takes no option with a
+// value, so the first word that is not an option is the command.
+std::string UnknownCommand(CLI::App& app, int argc, char** argv) {
+  const char* given = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help" || arg == "--version") return "";
+    if (!given && !arg.empty() && arg[0] != '-') given = argv[i];
+  }
+  std::string commands;
+  for (const CLI::App* command : app.get_subcommands([](CLI::App*) { return true; })) {
+    if (given && command->get_name() == given) return "";
+    commands += (commands.empty() ? "" : ", ") + command->get_name();
+  }
+  const std::string what = given ? "unknown command '" + PrintablePrefix(given, 64) + "'"
+                                 : std::string("a command is required");
+  return what + " (commands: " + commands + "; see --help)";
+}
+
 }  // namespace
 }  // namespace regcache::app
 
@@ -373,6 +395,10 @@ int main(int argc, char** argv) {
   serve->add_option("--tls-client-ca", serve_tls.client_ca,
                     "require client certificates issued by these PEM CAs (mutual TLS)");
 
+  if (std::string unknown = UnknownCommand(app, argc, argv); !unknown.empty()) {
+    std::fprintf(stderr, "regcache: invalid_argument: %s\n", unknown.c_str());
+    return kExitInvalidInput;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -450,6 +450,9 @@ class EnsureTest(RegistryTestCase):
             (["ensure", "ruby"], 2, "DST"),
             (["ensure", "--src-creds", "nocolon", "ruby", "localhost:5000/x"], 2, "USER:PASS"),
             (["ensure", "127.0.0.1:1/a:v1", "127.0.0.1:1/b:v1", *FAST], 6, "cannot reach"),
+            # CLI11 said "A subcommand is required" for a command it does not know.
+            (["prefetch", "ruby"], 2, "unknown command 'prefetch' (commands: ensure, sync, serve"),
+            ([], 2, "a command is required (commands: ensure, sync, serve"),
         ]
         for args, code, text in cases:
             r = run_regcache(*args)
