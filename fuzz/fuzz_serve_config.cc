@@ -1,5 +1,6 @@
 // Fuzzes the YAML configuration loaders on the input as YAML text: the serve config
-// (app::LoadServeConfig, over the embedded defaults) and the sync file (copy::ParseSyncConfig).
+// (app::LoadServeConfig, over the embedded defaults) and the sync file (copy::ParseSyncConfig,
+// whose tag_regex must then match without error).
 // yaml-cpp reports errors by throwing; both loaders must turn every error into a Status, so any
 // exception escaping them is a crash here.
 #include <chrono>
@@ -52,6 +53,12 @@ void CheckSyncConfig(const std::string& yaml) {
     }
     FUZZ_CHECK(image.tags.empty() || image.tag_regex.empty());
     for (const auto& tag : image.tags) FUZZ_CHECK(regcache::oci::IsValidTag(tag));
+    // An accepted tag_regex compiles again at run time and matches the longest tag at once.
+    if (!image.tag_regex.empty()) {
+      auto matched = regcache::copy::MatchingTags(image.tag_regex, {"v1", std::string(128, 'a')},
+                                                  "fuzz", [](const std::string&) {});
+      FUZZ_CHECK(matched.ok());
+    }
   }
 }
 

@@ -3,7 +3,7 @@
 set -eu
 PACKAGES="g++ cmake make pkg-config python3 openssl ca-certificates
   libboost1.81-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
-  libsqlite3-dev libcrypt-dev libcli11-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libsqlite3-dev libre2-dev libcrypt-dev libcli11-dev libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev
   docker-registry skopeo nginx apache2-utils time clang libclang-rt-14-dev
   dpkg-dev file systemd chromium fonts-dejavu-core"
 missing=""

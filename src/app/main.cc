@@ -89,6 +89,15 @@ class ProgressLine {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// A reference as written, without its tag or digest: "host:5000/a/b:v1@sha256:…" ->
+// "host:5000/a/b" (a ':' after the last '/' starts a tag; one before it is a port).
+std::string RepositoryOf(std::string_view reference) {
+  reference = reference.substr(0, reference.find('@'));
+  const size_t slash = reference.rfind('/');
+  const size_t colon = reference.find(':', slash == std::string_view::npos ? 0 : slash);
+  return std::string(reference.substr(0, colon));
+}
+
 nlohmann::json ResultJson(const copy::EnsureResult& r, const std::string& printed_dst) {
   nlohmann::json j;
   j["source"] = r.source.String();
@@ -96,6 +105,9 @@ nlohmann::json ResultJson(const copy::EnsureResult& r, const std::string& printe
       r.source_digest.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.source_digest.str());
   j["destination"] = printed_dst;
   j["destination_digest"] = r.destination_digest.str();
+  // The tag written (the printed reference is by digest only); null for a copy by digest.
+  j["destination_tag"] =
+      r.destination.tag.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.destination.tag);
   j["copied"] = r.copied;
   j["reason"] = r.reason;
   j["manifests"] = {{"pushed", r.manifests_pushed}, {"present", r.manifests_present}};
@@ -126,7 +138,7 @@ struct EnsureFlags {
 };
 
 // Where ensure writes: DST as given, or SRC's place under --mirror PREFIX. `printed` is what
-// the user will see: DST exactly as given, or the whole mirror reference.
+// the printed reference is made of: DST exactly as given, or the whole mirror reference.
 Result<oci::Reference> EnsureDestination(const EnsureFlags& f, const oci::Reference& src,
                                          std::string* printed) {
   if (!f.mirror.empty()) {
@@ -184,8 +196,10 @@ int RunEnsure(const EnsureFlags& f, const CommonFlags& common) {
   progress.Clear();
   if (!result.ok()) return ReportFailure(result.status());
 
-  // The destination with the digest appended, so `FROM $(regcache ensure ...)` pins it.
-  if (!dst->digest) printed += "@" + result->destination_digest.str();
+  // The repository by digest, so that `FROM $(regcache ensure ...)` pins it. Without the tag:
+  // skopeo (containers/image) refuses a reference with both ("Docker references with both a
+  // tag and digest are currently not supported"); --json keeps the tag as destination_tag.
+  printed = RepositoryOf(printed) + "@" + result->destination_digest.str();
   if (f.json) {
     std::cout << ResultJson(*result, printed).dump() << std::endl;
   } else {
@@ -213,13 +227,13 @@ int RunSync(const SyncFlags& f, const CommonFlags& common) {
   if (!config.ok()) return ReportFailure(config.status().WithContext(f.file));
   copy::ClientPool pool(BaseOptions(common), common.docker_config);
   copy::SyncRunner runner(pool, *config);
-  std::vector<copy::SyncOutcome> outcomes;
-  auto items = runner.Expand(outcomes);
   std::mutex log_mu;
   auto log = [&](const std::string& line) {
     std::lock_guard<std::mutex> lock(log_mu);
     std::fprintf(stderr, "regcache sync: %s\n", line.c_str());
   };
+  std::vector<copy::SyncOutcome> outcomes;
+  auto items = runner.Expand(outcomes, log);
   auto ran = runner.Run(items, f.dry_run, log);
   outcomes.insert(outcomes.begin(), ran.begin(), ran.end());
   if (f.json) {
@@ -249,6 +263,28 @@ int RunSync(const SyncFlags& f, const CommonFlags& common) {
   return worst;
 }
 
+// CLI11 answers a command it does not know ("regcache prefetch") with "A subcommand is
+// required". This names the word and the commands instead: "unknown command 'prefetch'
+// (commands: ensure, sync, serve; see --help)", or "" when the command
+// line names a command or asks for help or the version. The top level takes no option with a
+// value, so the first word that is not an option is the command.
+std::string UnknownCommand(CLI::App& app, int argc, char** argv) {
+  const char* given = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help" || arg == "--version") return "";
+    if (!given && !arg.empty() && arg[0] != '-') given = argv[i];
+  }
+  std::string commands;
+  for (const CLI::App* command : app.get_subcommands([](CLI::App*) { return true; })) {
+    if (given && command->get_name() == given) return "";
+    commands += (commands.empty() ? "" : ", ") + command->get_name();
+  }
+  const std::string what = given ? "unknown command '" + PrintablePrefix(given, 64) + "'"
+                                 : std::string("a command is required");
+  return what + " (commands: " + commands + "; see --help)";
+}
+
 }  // namespace
 }  // namespace regcache::app
 
@@ -267,7 +303,8 @@ int main(int argc, char** argv) {
       "ensure",
       "Make DST (or SRC's place under --mirror PREFIX) hold SRC: if it exists, do nothing (no "
       "request to SRC's registry); else copy every platform byte-exact, streaming blobs registry "
-      "to registry. Prints DST@sha256:<digest>.");
+      "to registry. Prints DST's repository by digest, REPOSITORY@sha256:<digest> (without "
+      "the tag, which skopeo would refuse; --json has it as destination_tag).");
   ensure->add_option("SRC", ef.src, "source image, e.g. ruby:3.3 or ghcr.io/org/app:1.0")
       ->required();
   ensure->add_option("DST", ef.dst,
@@ -293,7 +330,9 @@ int main(int argc, char** argv) {
   ensure->add_option("-j,--jobs", ef.jobs, "blobs copied in parallel")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  ensure->add_flag("--json", ef.json, "print a JSON object instead of the reference");
+  ensure->add_flag("--json", ef.json,
+                   "print a JSON object instead of the reference (destination: the printed "
+                   "reference; destination_tag: the tag written)");
   AddCommonFlags(ensure, common);
 
   SyncFlags sf;
@@ -356,6 +395,10 @@ int main(int argc, char** argv) {
   serve->add_option("--tls-client-ca", serve_tls.client_ca,
                     "require client certificates issued by these PEM CAs (mutual TLS)");
 
+  if (std::string unknown = UnknownCommand(app, argc, argv); !unknown.empty()) {
+    std::fprintf(stderr, "regcache: invalid_argument: %s\n", unknown.c_str());
+    return kExitInvalidInput;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -373,7 +416,8 @@ int main(int argc, char** argv) {
   if (serve->parsed()) {
     if (!serve_check_config.empty()) {
       if (!serve_config_file.empty() && serve_config_file != serve_check_config) {
-        return ReportFailure(regcache::InvalidArgument("give --config or --check-config, not both"));
+        return ReportFailure(
+            regcache::InvalidArgument("give --config or --check-config, not both"));
       }
       serve_config_file = serve_check_config;
     }

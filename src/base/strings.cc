@@ -139,4 +139,11 @@ std::string HumanBytes(uint64_t bytes) {
   return buf;
 }
 
+std::string PrintablePrefix(std::string_view s, size_t max_chars) {
+  std::string out;
+  for (char c : s.substr(0, max_chars)) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  if (s.size() > max_chars) out += "…";
+  return out;
+}
+
 }  // namespace regcache

@@ -40,4 +40,8 @@ std::optional<std::string> Base64Decode(std::string_view data);
 // "12.3 MiB" style.
 std::string HumanBytes(uint64_t bytes);
 
+// Text someone else chose, made fit for one log or error line: at most `max_chars` characters,
+// printable ASCII kept, anything else shown as '?', "…" where it was cut.
+std::string PrintablePrefix(std::string_view s, size_t max_chars);
+
 }  // namespace regcache

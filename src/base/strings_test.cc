@@ -39,6 +39,13 @@ TEST(StringsTest, SplitAndTrim) {
   EXPECT_TRUE(EqualsIgnoreCase("Content-Type", "content-type"));
 }
 
+TEST(StringsTest, PrintablePrefixKeepsALogLineOneShortLine) {
+  EXPECT_EQ(PrintablePrefix("v1.2", 40), "v1.2");
+  EXPECT_EQ(PrintablePrefix("v1\n\x1b[31m\xc3\xa9", 40), "v1??[31m??");
+  EXPECT_EQ(PrintablePrefix(std::string(50000, 'v'), 3), "vvv…");
+  EXPECT_EQ(PrintablePrefix("abc", 3), "abc");
+}
+
 TEST(StatusTest, ResultCarriesValueOrError) {
   Result<int> good(3);
   ASSERT_TRUE(good.ok());

@@ -1,7 +1,9 @@
 #include "copy/sync.h"
 
+#include <re2/re2.h>
+
 #include <atomic>
-#include <regex>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -15,98 +17,37 @@ namespace {
 
 using Seconds = std::chrono::seconds;
 
-constexpr size_t kMaxTagRegexLength = 1024;
-// libstdc++ builds one automaton state per repeated copy, so `(a{1000}){1000}` is a million
-// states, and it parses a brace count or a back-reference number into a `long` without an
-// overflow check (undefined behaviour). Counts and the expanded size are bounded before std::regex
-// ever sees the text.
-constexpr uint64_t kMaxRegexRepeat = 1000;
-constexpr uint64_t kMaxRegexExpandedSize = 100000;
+// tag_regex is compiled by RE2, not std::regex. RE2 matches in time linear in the tag's length
+// (no backtracking, so `(a|a)*b` against a source-chosen tag cannot hang a run), parses and
+// compiles without recursion (a deeply nested pattern is an error, not a stack overflow), and
+// refuses a pattern whose automaton would need more than max_mem instead of growing. Its syntax
+// is Go's regexp's, so patterns from regsync or skopeo sync files carry over; it has no
+// back-references or lookaround, which such patterns cannot use either.
+//
+// A tag is at most 128 characters, so no useful pattern needs a large automaton: 1 MiB holds
+// programs of about 48,000 instructions (sixteen `[a-z0-9]{1,1000}` in a row), and RE2 refuses
+// any count above 1000 itself. The pattern's length needs no bound of its own: a longer one
+// costs linear time to parse and is refused once its program passes max_mem.
+constexpr int64_t kTagRegexMaxMem = 1 << 20;
 
-// Estimates the automaton size of an ECMAScript pattern: every atom counts 1, a group counts
-// its contents, `{m,n}` multiplies the atom before it. Returns an error naming the first count
-// too large or the point where the estimate passes kMaxRegexExpandedSize.
-Status CheckRegexExpansion(std::string_view re) {
-  struct Frame {
-    uint64_t total = 0;  // size of this group so far
-    uint64_t last = 0;   // size of the atom a quantifier would apply to
-  };
-  std::vector<Frame> stack(1);
-  auto atom = [&](uint64_t size) {
-    stack.back().last = size;
-    stack.back().total += size;
-  };
-  for (size_t i = 0; i < re.size(); ++i) {
-    char c = re[i];
-    if (c == '\\') {
-      // `\N` is a back-reference whose number libstdc++ also reads into a long unchecked.
-      size_t digits = 0;
-      while (i + 1 + digits < re.size() && re[i + 1 + digits] >= '0' && re[i + 1 + digits] <= '9') {
-        ++digits;
-      }
-      if (digits > 3) return InvalidArgument("a back-reference number is larger than 999");
-      i += std::max<size_t>(digits, 1);
-      atom(1);
-    } else if (c == '[') {
-      // A class is one atom; `]` right after `[` or `[^` is a literal member.
-      size_t j = i + 1;
-      if (j < re.size() && re[j] == '^') ++j;
-      if (j < re.size() && re[j] == ']') ++j;
-      while (j < re.size() && re[j] != ']') j += re[j] == '\\' ? 2 : 1;
-      i = j;
-      atom(1);
-    } else if (c == '(') {
-      stack.emplace_back();
-    } else if (c == ')') {
-      if (stack.size() == 1) {
-        atom(1);  // unbalanced; std::regex reports it
-        continue;
-      }
-      uint64_t size = std::max<uint64_t>(stack.back().total, 1);
-      stack.pop_back();
-      atom(size);
-    } else if (c == '{') {
-      uint64_t counts[2] = {0, 0};
-      int which = 0;
-      bool open_ended = false;
-      size_t j = i + 1;
-      for (; j < re.size() && re[j] != '}'; ++j) {
-        if (re[j] == ',' && which == 0) {
-          which = 1;
-          open_ended = true;
-        } else if (re[j] >= '0' && re[j] <= '9') {
-          if (which == 1) open_ended = false;
-          counts[which] = counts[which] * 10 + static_cast<uint64_t>(re[j] - '0');
-          if (counts[which] > kMaxRegexRepeat) {
-            return InvalidArgument("a repeat count is larger than " +
-                                   std::to_string(kMaxRegexRepeat));
-          }
-        } else {
-          break;  // not a quantifier; std::regex decides what it is
-        }
-      }
-      if (j >= re.size() || re[j] != '}') {
-        atom(1);
-        continue;
-      }
-      uint64_t times = std::max(counts[0], which == 1 ? counts[1] : 0) + (open_ended ? 1 : 0);
-      times = std::max<uint64_t>(times, 1);
-      Frame& f = stack.back();
-      f.total += f.last * (times - 1);
-      f.last *= times;
-      i = j;
-    } else if (c == '|' || c == '*' || c == '+' || c == '?' || c == '^' || c == '$') {
-      // Alternation adds its branches; these quantifiers and anchors add a state or two.
-    } else {
-      atom(1);
-    }
-    // Only the innermost group grows on each step; outer ones grow when it closes.
-    if (stack.back().total > kMaxRegexExpandedSize) {
-      return InvalidArgument("repeats expand to more than " +
-                             std::to_string(kMaxRegexExpandedSize) + " states");
-    }
+// RE2's error messages quote the rest of the pattern; a long one is cut to keep one line short.
+constexpr size_t kMaxRegexErrorLength = 200;
+
+Result<std::unique_ptr<RE2>> CompileTagRegex(const std::string& pattern) {
+  RE2::Options options;
+  options.set_log_errors(false);  // returned, not printed on stderr by RE2
+  options.set_max_mem(kTagRegexMaxMem);
+  options.set_never_capture(true);  // only whether a tag matches
+  auto re = std::make_unique<RE2>(pattern, options);
+  if (re->ok()) return re;
+  std::string why = re->error();
+  if (why.size() > kMaxRegexErrorLength) why = why.substr(0, kMaxRegexErrorLength) + "…";
+  if (re->error_code() == RE2::ErrorPatternTooLarge) {
+    why += " (its automaton would need more than " + HumanBytes(kTagRegexMaxMem) + ")";
   }
-  return Status::Ok();
+  return InvalidArgument(why +
+                         " (tag_regex is RE2 syntax, as Go's regexp: no back-references or "
+                         "lookaround)");
 }
 
 Result<std::vector<std::string>> StringList(const YAML::Node& node, const std::string& where) {
@@ -265,17 +206,8 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
     }
     if (n["tag_regex"]) {
       spec.tag_regex = n["tag_regex"].as<std::string>();
-      // std::regex compiles recursively: deep nesting would overflow the stack, not throw.
-      if (spec.tag_regex.size() > kMaxTagRegexLength) {
-        return InvalidArgument(where + ".tag_regex: longer than " +
-                               std::to_string(kMaxTagRegexLength) + " characters");
-      }
-      RC_RETURN_IF_ERROR(CheckRegexExpansion(spec.tag_regex).WithContext(where + ".tag_regex"));
-      try {
-        std::regex re(spec.tag_regex);
-      } catch (const std::regex_error& e) {
-        return InvalidArgument(where + ".tag_regex: " + e.what());
-      }
+      auto re = CompileTagRegex(spec.tag_regex);
+      if (!re.ok()) return re.status().WithContext(where + ".tag_regex");
     }
     if (!spec.tags.empty() && !spec.tag_regex.empty()) {
       return InvalidArgument(where + ": give 'tags' or 'tag_regex', not both");
@@ -296,6 +228,29 @@ Result<SyncConfig> ParseNode(const YAML::Node& root) {
     c.images.push_back(std::move(spec));
   }
   return c;
+}
+
+// A registry may list anything (a 50,000-character "tag", a name with a slash): no such entry
+// names an image sync could copy, and none reaches the regex.
+std::vector<std::string> ValidTags(std::vector<std::string> listed, const std::string& source,
+                                   const std::function<void(const std::string&)>& log) {
+  size_t dropped = 0;
+  std::string example;
+  std::erase_if(listed, [&](const std::string& tag) {
+    if (oci::IsValidTag(tag)) return false;
+    if (dropped++ == 0) example = tag;
+    return true;
+  });
+  if (dropped == 0) return listed;
+  constexpr size_t kShown = 40;
+  std::string shown = "'" + PrintablePrefix(example, kShown) + "'";
+  if (example.size() > kShown) shown += " (" + std::to_string(example.size()) + " characters)";
+  log("ignoring " + std::to_string(dropped) + " of " + std::to_string(listed.size() + dropped) +
+      " entries in the tag list of " + source +
+      " that are not valid tags (at most 128 of [A-Za-z0-9_.-], not starting with '.' or '-'), "
+      "e.g. " +
+      shown);
+  return listed;
 }
 
 }  // namespace
@@ -364,6 +319,20 @@ Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text) {
   }
 }
 
+Result<std::vector<std::string>> MatchingTags(const std::string& tag_regex,
+                                              std::vector<std::string> listed,
+                                              const std::string& source,
+                                              const std::function<void(const std::string&)>& log) {
+  RC_ASSIGN_OR_RETURN(std::unique_ptr<RE2> re, CompileTagRegex(tag_regex));
+  std::vector<std::string> matching;
+  std::set<std::string_view> seen;  // a tag listed twice is one image
+  std::vector<std::string> valid = ValidTags(std::move(listed), source, log);
+  for (const auto& tag : valid) {
+    if (RE2::FullMatch(tag, *re) && seen.insert(tag).second) matching.push_back(tag);
+  }
+  return matching;
+}
+
 SyncRunner::SyncRunner(ClientPool& clients, const SyncConfig& config)
     : clients_(clients), config_(config) {
   for (const auto& [registry, settings] : config_.registries) {
@@ -372,7 +341,8 @@ SyncRunner::SyncRunner(ClientPool& clients, const SyncConfig& config)
   }
 }
 
-std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
+std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures,
+                                         const std::function<void(const std::string&)>& log) {
   std::vector<SyncItem> items;
   for (const auto& spec : config_.images) {
     oci::Reference src = oci::ParseReference(spec.source, false).value();
@@ -382,18 +352,22 @@ std::vector<SyncItem> SyncRunner::Expand(std::vector<SyncOutcome>& failures) {
     } else if (!spec.tags.empty()) {
       idents = spec.tags;
     } else if (!spec.tag_regex.empty()) {
-      auto tags = clients_.Get(src.registry, Role::kSource).ListTags(src.repository);
-      if (!tags.ok()) {
+      auto listed = clients_.Get(src.registry, Role::kSource).ListTags(src.repository);
+      if (!listed.ok()) {
+        failures.push_back(
+            {src.Name() + " (tag_regex)", DestinationText(spec), listed.status(), {}});
+        continue;
+      }
+      if (!listed->stopped.empty()) log(listed->stopped);
+      auto matching = MatchingTags(spec.tag_regex, std::move(listed->tags), src.Name(), log);
+      if (!matching.ok()) {  // checked at load: not expected
         failures.push_back({src.Name() + " (tag_regex)",
                             DestinationText(spec),
-                            tags.status().WithContext("listing tags"),
+                            matching.status().WithContext("tag_regex"),
                             {}});
         continue;
       }
-      std::regex re(spec.tag_regex);
-      for (const auto& t : *tags) {
-        if (std::regex_match(t, re)) idents.push_back(t);
-      }
+      idents = std::move(*matching);
       if (idents.empty()) {
         failures.push_back({src.Name() + " (tag_regex " + spec.tag_regex + ")",
                             "",

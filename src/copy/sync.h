@@ -37,7 +37,7 @@ Result<oci::Reference> MirrorDestination(const MirrorPrefix& prefix, const oci::
 struct SyncImageSpec {
   std::string source;
   std::vector<std::string> tags;
-  std::string tag_regex;
+  std::string tag_regex;  // RE2 syntax (Go's regexp); a tag matches when the whole of it does
   // Exactly one of the three destination keys is set.
   std::string destination;         // full reference (repo, or repo:tag for a single tag)
   std::string destination_prefix;  // <prefix>/<source repository>:<tag> (flat, older layout)
@@ -62,9 +62,19 @@ struct SyncConfig {
 };
 
 // Parses the YAML text. kInvalidArgument naming the field (and image index) on any problem:
-// unknown keys, bad references, bad regex, bad platform, bad durations, bad mirror prefix, no
-// destination or more than one of destination, destination_prefix and mirror_prefix.
+// unknown keys, bad references, a tag_regex RE2 refuses, bad platform, bad durations, bad mirror
+// prefix, no destination or more than one of destination, destination_prefix and mirror_prefix.
 Result<SyncConfig> ParseSyncConfig(const std::string& yaml_text);
+
+// The entries of `listed` (the tag list of `source`, as its registry sent it) that are valid
+// tags (oci::IsValidTag) and that `tag_regex` matches in full, in their order, each once. Entries
+// that are not tags are dropped before matching, with one line to `log` saying how many and showing
+// one, however many there are. Matching takes time linear in a tag's length whatever the pattern.
+// kInvalidArgument when RE2 refuses `tag_regex` (ParseSyncConfig has already refused it).
+Result<std::vector<std::string>> MatchingTags(const std::string& tag_regex,
+                                              std::vector<std::string> listed,
+                                              const std::string& source,
+                                              const std::function<void(const std::string&)>& log);
 
 struct SyncItem {
   oci::Reference source;
@@ -84,8 +94,11 @@ class SyncRunner {
   SyncRunner(ClientPool& clients, const SyncConfig& config);
 
   // Expands every image into (source, destination) pairs; an image that cannot be expanded
-  // (its tag list unreadable, say) becomes a failed outcome in `failures`.
-  std::vector<SyncItem> Expand(std::vector<SyncOutcome>& failures);
+  // (its tag list unreadable, say) becomes a failed outcome in `failures`. For a tag_regex, the
+  // entries of the source's tag list that are not valid tags (oci::IsValidTag) are dropped
+  // before matching, with one line to `log` per listing that had any.
+  std::vector<SyncItem> Expand(std::vector<SyncOutcome>& failures,
+                               const std::function<void(const std::string&)>& log);
 
   // Runs ensure for each item, `parallel` at a time, continuing past failures. With the rate-limit
   // guard on, an item whose source reports fewer remaining pulls than the threshold waits (and

@@ -82,38 +82,142 @@ TEST(SyncConfigTest, RejectsBadInputNamingTheField) {
   ExpectAllInvalid(cases, ParseSyncConfig);
 }
 
-// A deeply nested tag_regex overflowed the stack inside std::regex's recursive compiler (a
-// segfault instead of an error naming the field). Found with the fuzz_serve_config target.
-TEST(SyncConfigTest, RefusesOverlongTagRegex) {
-  std::string nested = std::string(100000, '(') + std::string(100000, ')');
-  auto r =
-      ParseSyncConfig("images: [{source: ruby, destination: x.io/r, tag_regex: '" + nested + "'}]");
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("images[0].tag_regex"), std::string::npos)
+std::string WithTagRegex(const std::string& re) {
+  return "images: [{source: ruby, destination: x.io/r, tag_regex: '" + re + "'}]";
+}
+
+// tag_regex is RE2's syntax, Go's regexp's: what regsync and skopeo sync files use.
+TEST(SyncConfigTest, TagRegexIsRe2Syntax) {
+  for (const char* re :
+       {"^v1\\.[0-9]+$", "v[0-9]{1,3}\\.[0-9]+", "(alpine|debian){1,}-[a-z]{2,10}", "[{]x", "x{2,}",
+        "3\\.1[89](-slim)?", "\\d+\\.\\d+", "(?i)^V1", "[[:digit:]]+", "v.*?-rc", "(?:a|b)+"}) {
+    auto r = ParseSyncConfig(WithTagRegex(re));
+    EXPECT_TRUE(r.ok()) << re << ": " << r.status().ToString();
+  }
+  // What RE2 has not: back-references, lookaround. An error at load naming the field and why.
+  for (const char* re : {"(a)\\1", "^(?=v)", "(?!rc)", "(?<=v)1"}) {
+    auto r = ParseSyncConfig(WithTagRegex(re));
+    ASSERT_FALSE(r.ok()) << re;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << re;
+    EXPECT_EQ(r.status().message().find("images[0].tag_regex: "), 0u) << r.status().message();
+    EXPECT_NE(r.status().message().find("no back-references or lookaround"), std::string::npos)
+        << r.status().message();
+  }
+  auto r = ParseSyncConfig(WithTagRegex("(a)\\1"));
+  EXPECT_NE(r.status().message().find("invalid escape sequence: \\1"), std::string::npos)
       << r.status().message();
 }
 
-// libstdc++ parses a brace count or a back-reference number into a long without an overflow check
-// (UBSan: signed overflow in regex_compiler.tcc), and expands each repeat into copies of the
-// automaton. Found with the fuzz_serve_config target; the counts and the expansion are bounded
-// before std::regex runs.
-TEST(SyncConfigTest, RefusesHugeRegexRepeats) {
-  for (const char* re : {"a{999999999999999999}", "a{1,99999999999999999999}", "(a{1000}){1000}",
-                         "((v{100}){100}){100}", "[x]{2000}", "(a)\\99999999999999999999h"}) {
-    auto r = ParseSyncConfig(std::string("images: [{source: ruby, destination: x.io/r, "
-                                         "tag_regex: '") +
-                             re + "'}]");
-    ASSERT_FALSE(r.ok()) << re;
-    EXPECT_NE(r.status().message().find("images[0].tag_regex"), std::string::npos)
-        << r.status().message();
+std::string Repeated(const std::string& s, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += s;
+  return out;
+}
+
+// Inputs that broke the std::regex path (found by fuzz_serve_config): a deeply nested pattern
+// overflowed the stack of libstdc++'s recursive compiler; brace counts and back-reference numbers
+// were read into a long unchecked (UBSan signed overflow) and each repeat was expanded into
+// copies of the automaton. RE2 parses without recursion, refuses counts above 1000 and programs
+// past max_mem with an error naming the field, and reads an overlong count as literal text.
+TEST(SyncConfigTest, InputsThatBrokeStdRegexAreCleanErrors) {
+  struct Case {
+    std::string re;
+    const char* error;  // nullptr: accepted
+  };
+  const std::vector<Case> cases = {
+      {std::string(100000, '(') + std::string(100000, ')'), nullptr},  // parsed without recursion
+      {Repeated("(?:[a-z0-9]{1,1000})", 32), "pattern too large"},     // past max_mem
+      {Repeated("(?:[a-z0-9]{1,1000})", 16), nullptr},                 // within it
+      {std::string(100000, '('), "missing )"},
+      {"(a{1000}){1000}", "invalid repetition size"},
+      {"((v{100}){100}){100}", "invalid repetition size"},
+      {"[x]{2000}", "invalid repetition size"},
+      {"a{1001}", "invalid repetition size"},
+      {"(a)\\99999999999999999999h", "invalid escape sequence"},
+      {"a{999999999999999999}", nullptr},
+      {"a{1,99999999999999999999}", nullptr},
+  };
+  for (const auto& c : cases) {
+    auto r = ParseSyncConfig(WithTagRegex(c.re));
+    const std::string shown = c.re.substr(0, 40);
+    if (!c.error) {
+      EXPECT_TRUE(r.ok()) << shown << ": " << r.status().ToString();
+      continue;
+    }
+    ASSERT_FALSE(r.ok()) << shown;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << shown;
+    EXPECT_EQ(r.status().message().find("images[0].tag_regex: "), 0u) << r.status().message();
+    EXPECT_NE(r.status().message().find(c.error), std::string::npos) << r.status().message();
+    EXPECT_LT(r.status().message().size(), 400u) << "one short line, not the pattern quoted";
   }
-  for (const char* re : {"v[0-9]{1,3}\\.[0-9]+", "(alpine|debian){1,}-[a-z]{2,10}", "[{]x", "x{2,}",
-                         "3\\.1[89](-slim)?"}) {
-    auto r = ParseSyncConfig(std::string("images: [{source: ruby, destination: x.io/r, "
-                                         "tag_regex: '") +
-                             re + "'}]");
-    EXPECT_TRUE(r.ok()) << re << ": " << r.status().ToString();
-  }
+  // An overlong count read as text matches itself, not a repeat.
+  auto literal = MatchingTags("a{1,99999999999999999999}", {"a", "aa"}, "x", [](auto&) {});
+  ASSERT_TRUE(literal.ok());
+  EXPECT_TRUE(literal->empty());
+}
+
+std::vector<std::string> Matching(const std::string& re, std::vector<std::string> listed,
+                                  std::vector<std::string>* log = nullptr) {
+  auto r = MatchingTags(re, std::move(listed), "ghcr.io/org/app", [&](const std::string& line) {
+    if (log) log->push_back(line);
+  });
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : std::vector<std::string>{};
+}
+
+TEST(MatchingTagsTest, FullMatchInListOrder) {
+  const std::vector<std::string> listed = {"v1.2", "v1.10", "v1.2-rc1", "xv1.3", "latest", "v1.3"};
+  EXPECT_EQ(Matching("v1\\.[0-9]+", listed), (std::vector<std::string>{"v1.2", "v1.10", "v1.3"}));
+  EXPECT_EQ(Matching("^v1\\.[0-9]+$", listed), Matching("v1\\.[0-9]+", listed));
+  EXPECT_EQ(Matching("v1", listed), std::vector<std::string>{});  // not a search
+  // A registry listing a tag twice (or a Link loop's pages read twice): one image.
+  EXPECT_EQ(Matching("v.*", {"v1", "v2", "v1", "v2"}), (std::vector<std::string>{"v1", "v2"}));
+}
+
+// A source's tag list held a 50,000-character "tag": std::regex_match recursed once per
+// character and overflowed the stack (SIGSEGV, the whole sync dead); shorter ones were copied
+// as if they were tags. Now every entry that is not a tag is dropped before matching, and one
+// log line says so, however many there are.
+TEST(MatchingTagsTest, DropsEntriesThatAreNotTagsWithOneLogLine) {
+  std::vector<std::string> listed = {"v1", std::string(50000, 'v'), "v2"};
+  for (int i = 0; i < 1000; ++i) listed.push_back("v/" + std::to_string(i));
+  listed.push_back(std::string(129, 'v'));
+  listed.push_back(".v3");
+  listed.push_back("v\x1b[31m");
+  listed.push_back(std::string(128, 'v'));  // the longest valid tag
+  std::vector<std::string> log;
+  EXPECT_EQ(Matching("^v.*$", listed, &log),
+            (std::vector<std::string>{"v1", "v2", std::string(128, 'v')}));
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("ignoring 1004 of 1007 entries in the tag list of ghcr.io/org/app"),
+            std::string::npos)
+      << log[0];
+  EXPECT_NE(log[0].find("e.g. '" + std::string(40, 'v') + "…' (50000 characters)"),
+            std::string::npos)
+      << log[0];
+  EXPECT_LT(log[0].size(), 300u);
+
+  // Unprintable bytes of a source-chosen entry do not reach the log as they are.
+  log.clear();
+  Matching("v.*", {"v\x1b[31m\n"}, &log);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("e.g. 'v?[31m?'"), std::string::npos) << log[0];
+
+  log.clear();
+  Matching("v.*", {"v1", "v2"}, &log);
+  EXPECT_TRUE(log.empty()) << "nothing dropped, nothing said";
+}
+
+// `(a|a)*b` against a source-chosen tag hung sync (std::regex backtracks: 2^n paths for n a's).
+// RE2 is linear: the longest valid tag that almost matches takes microseconds.
+TEST(MatchingTagsTest, BacktrackingPatternsTakeLinearTime) {
+  const std::vector<std::string> listed = {std::string(33, 'a') + "c", std::string(127, 'a') + "c",
+                                           std::string(127, 'a') + "b"};
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(Matching("(a|a)*b", listed), std::vector<std::string>{listed[2]});
+  EXPECT_EQ(Matching("(a*)*b", listed), std::vector<std::string>{listed[2]});
+  EXPECT_EQ(Matching("(a|aa)+$c", listed), std::vector<std::string>{});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
 TEST(MirrorPrefixTest, ParsesHostAndPath) {
@@ -264,7 +368,7 @@ images:
   ClientPool pool(upstream::ClientOptions{});
   SyncRunner runner(pool, *c);
   std::vector<SyncOutcome> failures;
-  auto items = runner.Expand(failures);  // tags are listed: no request is made
+  auto items = runner.Expand(failures, [](const std::string&) {});  // listed: no request
   EXPECT_TRUE(failures.empty());
   std::vector<std::string> destinations;
   for (const auto& item : items) destinations.push_back(item.destination.String());

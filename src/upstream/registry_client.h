@@ -20,6 +20,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_transport.h"
 #include "upstream/retry.h"
+#include "upstream/tag_listing.h"
 
 namespace regcache::upstream {
 
@@ -112,8 +113,14 @@ class RegistryClient {
   virtual Status PutManifest(const std::string& repo, const std::string& ref,
                              const std::string& media_type, const std::string& bytes) = 0;
 
-  // All tags, following Link pagination.
-  virtual Result<std::vector<std::string>> ListTags(const std::string& repo) = 0;
+  // All entries of `repo`'s tag list, as the registry sent them (not checked as tags), following
+  // `Link: <…>; rel="next"` pagination within the bounds and rules of upstream/tag_listing.h:
+  // a Link is resolved against its page and followed on the registry's own origin only (one to
+  // another origin is kUnavailable, and that origin is never asked); passing kMaxTagListPages,
+  // kMaxTagListBytes, kMaxListedTags or kTagListTimeout is kUnavailable naming the bound and the
+  // repository, not a shorter list; a Link back to a page already read ends the listing with
+  // what was read, and TagList::stopped says so.
+  virtual Result<TagList> ListTags(const std::string& repo) = 0;
 
   // One GET of `path_and_query` (below /v2/<repo>/) with auth and retries; any HTTP status is
   // returned as a response (for pass-through endpoints: tags/list pages, referrers). A redirect

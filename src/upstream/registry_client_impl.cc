@@ -773,33 +773,38 @@ int64_t RetryAfterSeconds(const Status& status) {
   return static_cast<int64_t>(ParseUint(status.message().substr(start, end - start)).value_or(0));
 }
 
-Result<std::vector<std::string>> RegistryClientImpl::ListTags(const std::string& repo) {
-  std::vector<std::string> tags;
-  std::string url = "/v2/" + repo + "/tags/list?n=1000";
-  for (int page = 0; page < 10000 && !url.empty(); ++page) {
-    Call call;
-    call.url = url;
-    call.scopes = ScopesFor(repo);
-    RC_ASSIGN_OR_RETURN(HttpResponse r, Execute(call));
-    if (r.status != 200) return StatusFromResponse(r, "listing tags of " + registry_ + "/" + repo);
-    auto doc = nlohmann::json::parse(r.body, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object()) {
-      return Unavailable("tag list of " + registry_ + "/" + repo + " is not JSON");
-    }
-    if (auto it = doc.find("tags"); it != doc.end() && it->is_array()) {
-      for (const auto& t : *it) {
-        if (t.is_string()) tags.push_back(t.get<std::string>());
-      }
-    }
-    url.clear();
-    std::string link = r.headers.Get("Link");  // <path?last=x&n=1000>; rel="next"
-    size_t lt = link.find('<'), gt = link.find('>');
-    if (lt != std::string::npos && gt != std::string::npos && gt > lt &&
-        link.find("rel=\"next\"") != std::string::npos) {
-      url = link.substr(lt + 1, gt - lt - 1);
-    }
+Result<TagList> RegistryClientImpl::ListTags(const std::string& repo) {
+  RC_RETURN_IF_ERROR(EnsurePinged());
+  std::string origin;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    origin = origin_;
   }
-  return tags;
+  TagListing listing(registry_ + "/" + repo, origin, repo, std::chrono::steady_clock::now());
+  // A bound passed mid-page aborts the transfer; kAborted so that Execute does not retry it.
+  Status bound;
+  const BodySink sink = [&](const char* data, size_t size) {
+    bound = listing.Receive(std::string_view(data, size), std::chrono::steady_clock::now());
+    return bound.ok() ? Status::Ok() : Status(Code::kAborted, bound.message());
+  };
+  while (!listing.next_page().empty()) {
+    Call call;
+    call.url = listing.next_page();
+    call.scopes = ScopesFor(repo);
+    call.sink = &sink;
+    call.on_headers = [&](long, const HttpHeaders&) {
+      listing.RestartPage();
+      return Status::Ok();
+    };
+    auto r = Execute(call);
+    if (!bound.ok()) return bound;
+    if (!r.ok()) return r.status().WithContext("listing tags of " + registry_ + "/" + repo);
+    if (r->status != 200)
+      return StatusFromResponse(*r, "listing tags of " + registry_ + "/" + repo);
+    RC_RETURN_IF_ERROR(
+        listing.EndPage(r->headers.GetAll("Link"), std::chrono::steady_clock::now()));
+  }
+  return std::move(listing).Take();
 }
 
 }  // namespace regcache::upstream

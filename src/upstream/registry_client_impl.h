@@ -35,7 +35,7 @@ class RegistryClientImpl : public RegistryClient {
   Status DeleteBlob(const std::string& repo, const oci::Digest& digest) override;
   Status PutManifest(const std::string& repo, const std::string& ref, const std::string& media_type,
                      const std::string& bytes) override;
-  Result<std::vector<std::string>> ListTags(const std::string& repo) override;
+  Result<TagList> ListTags(const std::string& repo) override;
   Result<HttpResponse> GetRaw(const std::string& repo, const std::string& path_and_query) override;
   RateLimitInfo rate_limit() const override;
   RequestStats stats() const override;

@@ -10,10 +10,18 @@ import time
 import unittest
 
 from fixtures import OCI_INDEX, OCI_MANIFEST, inspect_raw, push
-from regtest import RegistryTestCase, run_parallel, run_regcache
+from regtest import REGCACHE, RegistryTestCase, run_parallel, run_regcache
 
 MIB = 1 << 20
 FAST = ["--retries", "2", "--retry-base-ms", "50"]
+
+
+def by_digest(ref, digest):
+    """What ensure prints for destination `ref`: its repository, without the tag, @digest."""
+    repo = ref.split("@")[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return repo + "@" + digest
 
 
 class EnsureTest(RegistryTestCase):
@@ -46,16 +54,42 @@ class EnsureTest(RegistryTestCase):
         self.assertTrue(out["copied"])
         self.assertEqual(out["destination_digest"], digest)
         self.assertEqual(out["source_digest"], digest)
-        self.assertEqual(out["destination"], dst_ref + "@" + digest)
+        self.assertEqual(out["destination"], by_digest(dst_ref, digest))
+        self.assertEqual(out["destination_tag"], "v1")
         self.assertEqual(out["blobs"]["copied"], 10)  # 2 platforms x (4 layers + config)
         self.assertEqual(out["manifests"]["pushed"], 3)
         self.assertGreater(out["bytes_copied"], 8 * MIB)
         self.assert_same_image("%s/lib/app:v1" % src.host, dst_ref, dst_creds="ci:pw")
 
-        # Plain output: one line, DST@digest, usable as a FROM.
+        # Plain output: one line, the repository by digest (no tag), usable as a FROM.
         r2 = run_regcache("ensure", "%s/lib/app:v1" % src.host, dst_ref, "--dest-creds", "ci:pw")
         self.assertEqual(r2.returncode, 0, r2.stderr)
-        self.assertEqual(r2.stdout, dst_ref + "@" + digest + "\n")
+        self.assertEqual(r2.stdout, "%s/mirror/app@%s\n" % (dst.host, digest))
+
+    def test_printed_reference_is_one_skopeo_accepts(self):
+        # It printed DST:tag@sha256:…, which skopeo refuses ("Docker references with both a tag
+        # and digest are currently not supported"); buildah, podman, docker and ctr took it.
+        src = self.registry("src")
+        dst = self.registry("dst")
+        digest = self.seeded(src)
+        for dst_arg in ("%s/m/app:v1" % dst.host, "%s/m/other" % dst.host):  # with a tag, without
+            # The acceptance check of issue 13, as a user would type it (plain HTTP on loopback).
+            inspect = subprocess.run(
+                ["bash", "-c", "skopeo inspect --tls-verify=false docker://$(%s ensure %s %s)"
+                 % (REGCACHE, "%s/lib/app:v1" % src.host, dst_arg)],
+                capture_output=True, text=True, timeout=120, env=dict(os.environ, DOCKER_CONFIG=self.work))
+            self.assertEqual(inspect.returncode, 0, inspect.stderr)
+            r = run_regcache("ensure", "%s/lib/app:v1" % src.host, dst_arg)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            ref = r.stdout.strip()
+            self.assertEqual(ref, by_digest(dst_arg, digest))
+            self.assertEqual(json.loads(inspect.stdout)["Name"], ref.split("@")[0])
+            raw = inspect_raw(ref)
+            self.assertEqual("sha256:" + hashlib.sha256(raw).hexdigest(), digest)
+        r = run_regcache("ensure", "%s/lib/app:v1" % src.host, "--mirror", dst.host + "/cache", "--json")
+        out = json.loads(r.stdout)
+        self.assertEqual(out["destination"], "%s/cache/127.0.0.1-%d/lib/app@%s" % (dst.host, src.port, digest))
+        self.assertEqual(out["destination_tag"], "v1")
 
     def test_present_image_makes_no_request_to_source(self):
         src = self.registry("src")
@@ -93,7 +127,7 @@ class EnsureTest(RegistryTestCase):
         new = self.seeded(src, seed=2)  # the tag moves upstream
         self.assertNotEqual(old, new)
         r = run_regcache("ensure", src_ref, dst_ref)
-        self.assertEqual(r.stdout.strip(), dst_ref + "@" + old, "without --check-upstream: no source contact")
+        self.assertEqual(r.stdout.strip(), by_digest(dst_ref, old), "without --check-upstream: no source contact")
         r = run_regcache("ensure", "--check-upstream", src_ref, dst_ref, "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         out = json.loads(r.stdout)
@@ -145,7 +179,7 @@ class EnsureTest(RegistryTestCase):
         dst_ref = "%s/m/app:v1" % dst.host
         r = run_regcache("ensure", "%s/lib/app:v1" % src.host, dst_ref, env={"DOCKER_CONFIG": cfg})
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stdout.strip(), dst_ref + "@" + digest)
+        self.assertEqual(r.stdout.strip(), by_digest(dst_ref, digest))
         # Anonymous pull, one token per scope: the token is cached, not fetched per request.
         self.assertTrue(all(req["user"] is None for req in ts.requests))
         self.assertLessEqual(len(ts.requests), 2)
@@ -237,7 +271,7 @@ class EnsureTest(RegistryTestCase):
         self.proxy(src.port, port=port)  # the source comes back
         r = run_regcache("ensure", "127.0.0.1:%d/lib/app:v1" % port, dst_ref)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stdout.strip(), dst_ref + "@" + digest)
+        self.assertEqual(r.stdout.strip(), by_digest(dst_ref, digest))
         self.assert_same_image("%s/lib/app:v1" % src.host, dst_ref)
 
     def test_corrupted_blob_is_rejected_and_nothing_tagged(self):
@@ -322,7 +356,7 @@ class EnsureTest(RegistryTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         out = json.loads(r.stdout)
         self.assertTrue(out["copied"])
-        self.assertEqual(out["destination"], mirror_ref + "@" + digest)
+        self.assertEqual(out["destination"], by_digest(mirror_ref, digest))
         self.assertEqual(out["destination_digest"], digest)
 
         # Asked of the registry itself: that one repository, the tag's bytes hash to the source's
@@ -342,7 +376,7 @@ class EnsureTest(RegistryTestCase):
         before = len(src.requests())
         r = run_regcache("ensure", src_ref, "--mirror", dst.host + "/cache/", "--dest-creds", "ci:pw")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stdout, mirror_ref + "@" + digest + "\n")
+        self.assertEqual(r.stdout, by_digest(mirror_ref, digest) + "\n")
         self.assertEqual(len(src.requests()), before)
         # A source by digest lands in the same repository by digest.
         r = run_regcache("ensure", "%s/lib/app@%s" % (src.host, digest), "--mirror", dst.host + "/cache",
@@ -416,6 +450,9 @@ class EnsureTest(RegistryTestCase):
             (["ensure", "ruby"], 2, "DST"),
             (["ensure", "--src-creds", "nocolon", "ruby", "localhost:5000/x"], 2, "USER:PASS"),
             (["ensure", "127.0.0.1:1/a:v1", "127.0.0.1:1/b:v1", *FAST], 6, "cannot reach"),
+            # CLI11 said "A subcommand is required" for a command it does not know.
+            (["prefetch", "ruby"], 2, "unknown command 'prefetch' (commands: ensure, sync, serve"),
+            ([], 2, "a command is required (commands: ensure, sync, serve"),
         ]
         for args, code, text in cases:
             r = run_regcache(*args)
@@ -437,7 +474,7 @@ class EnsureTest(RegistryTestCase):
         run_parallel(go, 2)
         for r in results:
             self.assertEqual(r.returncode, 0, r.stderr)
-            self.assertEqual(r.stdout.strip(), dst_ref + "@" + digest)
+            self.assertEqual(r.stdout.strip(), by_digest(dst_ref, digest))
         self.assert_same_image("%s/lib/app:v1" % src.host, dst_ref)
 
 

@@ -123,8 +123,9 @@ images:
         self.assertEqual(r.returncode, 0, r.stderr)
         out = json.loads(r.stdout)
         self.assertEqual((out["copied"], out["reason"]), (False, "present"))
-        self.assertEqual(out["destination"], "%s/%stools/app:v1.1@%s"
+        self.assertEqual(out["destination"], "%s/%stools/app@%s"
                          % (self.dst.host, under, self.digests[("tools/app", "v1.1")]))
+        self.assertEqual(out["destination_tag"], "v1.1")
 
         bad = self.write("images: [{source: ruby, mirror_prefix: x.io/c, destination: x.io/r}]")
         r = run_regcache("sync", bad)
