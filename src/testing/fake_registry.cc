@@ -186,13 +186,13 @@ class FakeRegistryClient : public upstream::RegistryClient {
     return Status::Ok();
   }
 
-  Result<std::vector<std::string>> ListTags(const std::string& repo) override {
+  Result<upstream::TagList> ListTags(const std::string& repo) override {
     if (auto s = r_.Enter(Op::kListTags)) return *s;
     std::lock_guard<std::mutex> lock(r_.mu_);
     auto it = r_.repos_.find(repo);
     if (it == r_.repos_.end()) return NotFound("repository " + repo + " unknown");
-    std::vector<std::string> out;
-    for (const auto& [tag, digest] : it->second.tags) out.push_back(tag);
+    upstream::TagList out;
+    for (const auto& [tag, digest] : it->second.tags) out.tags.push_back(tag);
     return out;
   }
 
@@ -211,7 +211,7 @@ class FakeRegistryClient : public upstream::RegistryClient {
     }
     r.status = 200;
     r.headers.Add("Content-Type", "application/json");
-    r.body = nlohmann::json({{"name", repo}, {"tags", *tags}}).dump();
+    r.body = nlohmann::json({{"name", repo}, {"tags", tags->tags}}).dump();
     return r;
   }
 
