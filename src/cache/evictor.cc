@@ -2,10 +2,13 @@
 
 #include <malloc.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <cctype>
 #include <cmath>
 
 #include "base/strings.h"
+#include "oci/manifest.h"
 
 namespace regcache::cache {
 namespace {
@@ -77,8 +80,10 @@ Evictor::Evictor(storage::BlobStore& blobs, metadata::MetadataStore& meta, BlobL
 Evictor::~Evictor() { Stop(); }
 
 Status Evictor::Start() {
-  RC_RETURN_IF_ERROR(
-      meta_.LoadBlobUsage([this](const metadata::BlobUsage& u) { ledger_.Load(u); }));
+  Status loaded = meta_.LoadBlobUsage([this](const metadata::BlobUsage& u) { ledger_.Load(u); });
+  // Not fatal: the reconciliation scan finds every file (a corrupt database has been replaced
+  // by an empty one meanwhile, and the scan rebuilds its rows).
+  if (!loaded.ok()) spdlog::warn("loading blob usage: {}", loaded.ToString());
   UpdateCap();
   Publish();
   thread_ = std::thread([this] { Loop(); });
@@ -158,6 +163,12 @@ void Evictor::Loop() {
   UpdateCap();
   Pass();
   Publish();
+  // Off the start-up path and after the first pass, which it would delay: it reads the whole
+  // file (0.6 s warm, 3.4-4.5 s cold for 450 MB, 2.2M rows). A replacement it causes is rebuilt
+  // at once; one while serving, by the loop below.
+  Status checked = meta_.CheckIntegrity();
+  if (!checked.ok()) spdlog::warn("{}", checked.ToString());
+  if (meta_.Replacements() != rebuilt_for_) Reconcile();
   auto next_flush = std::chrono::steady_clock::now() + limits_.flush_interval;
   auto next_retention = std::chrono::steady_clock::now() + std::chrono::minutes(1);
   while (true) {
@@ -167,6 +178,7 @@ void Evictor::Loop() {
       if (stop_) return;
       wake_ = false;
     }
+    if (meta_.Replacements() != rebuilt_for_) Reconcile();  // replaced while serving
     UpdateCap();
     Pass();
     Publish();
@@ -185,10 +197,22 @@ void Evictor::Loop() {
 void Evictor::Reconcile() {
   // After a crash the saved ledger may lag the files by a flush interval either way.
   auto started = std::chrono::steady_clock::now();
+  const uint64_t replacements = meta_.Replacements();
+  const bool rebuild = replacements != rebuilt_for_;
+  rebuilt_for_ = replacements;
+  if (rebuild) {
+    metrics_.Count("regcache_metadata_rebuilds_total", "");
+    ledger_.MarkAllDirty();  // the new database has no usage rows
+  }
   std::vector<std::pair<oci::Digest, uint64_t>> found_only;
+  size_t restored = 0;
   ledger_.BeginSweep();
   Status s = blobs_.Scan([&](const oci::Digest& d, uint64_t size) {
-    if (!ledger_.Seen(d)) found_only.push_back({d, size});
+    if (!ledger_.Seen(d)) {
+      found_only.push_back({d, size});
+    } else if (rebuild && ledger_.IsManifest(d)) {
+      restored += RestoreManifestType(d, size);
+    }
   });
   if (!s.ok()) {
     (void)ledger_.EndSweep();
@@ -202,9 +226,18 @@ void Evictor::Reconcile() {
   // ledger existed): manifests are known by their recorded media type. Saved with this flush.
   for (const auto& [digest, size] : found_only) {
     auto type = meta_.GetManifestType(digest);
-    ledger_.Added(digest, size, type.ok() && type->has_value());
+    bool manifest = type.ok() && type->has_value();
+    if (!manifest && rebuild && RestoreManifestType(digest, size)) {
+      manifest = true;
+      ++restored;
+    }
+    ledger_.Added(digest, size, manifest);
   }
   Flush();
+  if (rebuild) {
+    spdlog::info("metadata rebuilt from the blob store: {} blobs' usage, {} manifest types",
+                 ledger_.blobs(), restored);
+  }
   // The scan's transient allocations would otherwise stay with the allocator's arenas.
   malloc_trim(0);
   spdlog::info("blob store: {} blobs, {} ({} found on disk only, {} gone) reconciled in {} ms",
@@ -212,6 +245,30 @@ void Evictor::Reconcile() {
                std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now() - started)
                    .count());
+}
+
+// A stored blob is a manifest if it parses as one; its media type is the one it declares (what
+// StoreManifest recorded for nearly all: registries send the declared type as Content-Type).
+bool Evictor::RestoreManifestType(const oci::Digest& digest, uint64_t size) {
+  if (size > oci::kMaxManifestBytes) return false;
+  {
+    // Layers are by far most of the files: one read of a few bytes tells them apart.
+    auto fd = blobs_.Open(digest);
+    if (!fd.ok()) return false;
+    char head[16];
+    ssize_t n = ::pread(*fd, head, sizeof(head), 0);
+    ::close(*fd);
+    ssize_t i = 0;
+    while (i < n && std::isspace(static_cast<unsigned char>(head[i]))) ++i;
+    if (i >= n || head[i] != '{') return false;
+  }
+  auto bytes = blobs_.ReadAll(digest, oci::kMaxManifestBytes);
+  if (!bytes.ok()) return false;
+  auto parsed = oci::ParseManifest(*bytes, "");
+  if (!parsed.ok()) return false;  // a config blob, or other JSON
+  Status s = meta_.PutManifestType(digest, parsed->media_type);
+  if (!s.ok()) spdlog::warn("restoring the media type of {}: {}", digest.str(), s.ToString());
+  return s.ok();
 }
 
 void Evictor::Pass() {

@@ -40,6 +40,8 @@ constexpr Help kHelp[] = {
     {"regcache_evictions_total", "counter", "Blobs evicted, by reason."},
     {"regcache_evicted_bytes_total", "counter", "Bytes evicted, by reason."},
     {"regcache_metadata_expired_total", "counter", "Tag and link records removed by retention."},
+    {"regcache_metadata_rebuilds_total", "counter",
+     "Times the metadata database was found corrupt, replaced and rebuilt from the blob store."},
     {"regcache_backing_requests_total", "counter",
      "Reads from the backing registry by kind and result (hit, miss, error, corrupt: failed "
      "verification, so that digest is fetched from the upstream)."},

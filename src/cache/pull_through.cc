@@ -184,7 +184,8 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
 void PullThroughCache::NoteDurableFailure(const Status& s, const std::string& what) {
   if (s.ok()) return;
   spdlog::warn("{}: {} (served from memory)", what, s.ToString());
-  if (evictor_) evictor_->NoSpace();
+  // A corrupt database is not a full disk: it has been replaced, and says so itself.
+  if (evictor_ && !metadata::IsCorruption(s)) evictor_->NoSpace();
 }
 
 Status PullThroughCache::PutTag(Upstream& up, const std::string& repo, const std::string& tag,

@@ -115,6 +115,8 @@ class PullThroughCache {
 
   // Empty when storage is healthy; otherwise why not (for /readyz).
   std::string StorageDegraded() { return evictor_ ? evictor_->Degraded() : std::string(); }
+  // The same for the metadata database (replaced after corruption, or unavailable).
+  std::string MetadataDegraded() { return meta_.Degraded(); }
 
   // Local answer for GET/HEAD of a manifest by tag or digest. Errors only for local failures.
   Result<ManifestLookup> LookupManifest(Upstream& up, const std::string& repo,

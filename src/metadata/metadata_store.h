@@ -2,6 +2,14 @@
 // stored manifest has, and which repository (per upstream) is known to contain which content.
 // The last one is the access rule: a blob is served by digest only through a repository that
 // references it, or after upstream confirmed that repository has it.
+//
+// Everything here can be rebuilt, so a damaged database is replaced rather than repaired: when
+// SQLite reports corruption (SQLITE_CORRUPT or SQLITE_NOTADB, from any statement, at open, or
+// from CheckIntegrity), the file is moved aside as <path>.corrupt-<UTC time> (the newest few
+// kept), and the call that saw it runs once more, on a fresh, empty database, as do all after.
+// Blob usage and manifest types are rebuilt from the blob files by their owner (the evictor,
+// watching Replacements()); tags, links and tag lists are fetched again from upstreams on use;
+// the backing registry's recorded queue is lost.
 #pragma once
 
 #include <cstdint>
@@ -123,9 +131,29 @@ class MetadataStore {
                                                           const std::string& query) = 0;
   virtual Status PutTagList(const std::string& upstream, const std::string& repo,
                             const std::string& query, const TagListRecord& record) = 0;
+
+  // ---- health ----
+  // PRAGMA quick_check (linear in the file's size; integrity_check costs about 7x more) on a
+  // connection of its own, so other calls are not held up while it reads the whole file. On
+  // corruption the database is replaced. Ok if sound or replaced; an error if it could not run.
+  virtual Status CheckIntegrity() = 0;
+  // How many times this process replaced a corrupt database (at open included).
+  virtual uint64_t Replacements() = 0;
+  // Empty when sound; otherwise why not, for /readyz: for a minute after a replacement, and for
+  // as long as no fresh database can be opened (then every call fails, and opening is retried).
+  virtual std::string Degraded() = 0;
 };
 
-// SQLite in WAL mode at `path` (created if missing). Safe to use from many threads.
-Result<std::unique_ptr<MetadataStore>> OpenSqliteMetadataStore(const std::string& path);
+struct MetadataOptions {
+  int keep_corrupt = 3;  // moved-aside corrupt databases kept (the oldest beyond are removed)
+};
+
+// SQLite in WAL mode at `path` (created if missing; replaced if corrupt, see above). Safe to use
+// from many threads.
+Result<std::unique_ptr<MetadataStore>> OpenSqliteMetadataStore(const std::string& path,
+                                                               MetadataOptions options = {});
+
+// Whether a failure from the store was the database being corrupt (it has been replaced since).
+bool IsCorruption(const Status& s);
 
 }  // namespace regcache::metadata

@@ -1,9 +1,14 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
+#include "metadata/corrupt_for_test.h"
 #include "metadata/metadata_store.h"
 
 namespace regcache::metadata {
@@ -162,6 +167,164 @@ TEST(SqliteMetadataStoreTest, BackingWorkSurvivesReopenInPushOrder) {
   ASSERT_TRUE(m->LoadBackingWork([&](const BackingWork& w) { got.push_back(w); }).ok());
   EXPECT_EQ(got.size(), 2u);
   std::filesystem::remove_all(dir);
+}
+
+class MetadataDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/regcache-meta-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    path_ = dir_ + "/meta.db";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // The moved-aside copies of corrupt databases (not their WALs).
+  std::vector<std::string> CorruptCopies() {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+      std::string name = e.path().filename().string();
+      if (name.rfind("meta.db.corrupt-", 0) == 0 && !name.ends_with("-wal")) out.push_back(name);
+    }
+    return out;
+  }
+
+  // A store with `tags` tags under hub/a/b (v0…), a link and a manifest type, closed again.
+  void Fill(int tags) {
+    auto m = OpenSqliteMetadataStore(path_).value();
+    for (int i = 0; i < tags; ++i) {
+      ASSERT_TRUE(m->PutTag("hub", "a/b", "v" + std::to_string(i), {digest_, "t", 1, 10, 10}).ok());
+    }
+    ASSERT_TRUE(m->Link("hub", "a/b", digest_, ContentKind::kBlob, 42).ok());
+    ASSERT_TRUE(m->PutManifestType(digest_, "application/vnd.oci.image.manifest.v1+json").ok());
+  }
+
+  std::string dir_, path_;
+  oci::Digest digest_ = oci::Digest::Of("content");
+};
+
+TEST_F(MetadataDirTest, AGarbageHeaderIsReplacedAtOpen) {
+  Fill(10);
+  ASSERT_TRUE(testing::OverwritePage(path_, 1));
+  auto m = OpenSqliteMetadataStore(path_);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->Replacements(), 1u);
+  EXPECT_NE((*m)->Degraded().find("corrupt"), std::string::npos) << (*m)->Degraded();
+  ASSERT_EQ(CorruptCopies().size(), 1u);
+  EXPECT_NE((*m)->Degraded().find(CorruptCopies()[0]), std::string::npos);
+  // A fresh database: what was there is gone (fetched again from upstreams), writes work.
+  EXPECT_FALSE((*m)->GetTag("hub", "a/b", "v1").value().has_value());
+  EXPECT_FALSE((*m)->Linked("hub", "a/b", digest_).value().has_value());
+  ASSERT_TRUE((*m)->PutTag("hub", "a/b", "v1", {digest_, "t", 1, 10, 10}).ok());
+  EXPECT_TRUE((*m)->GetTag("hub", "a/b", "v1").value().has_value());
+  EXPECT_TRUE((*m)->CheckIntegrity().ok());
+  EXPECT_EQ((*m)->Replacements(), 1u);
+  m->reset();
+  auto again = OpenSqliteMetadataStore(path_).value();  // the new one is a sound database
+  EXPECT_EQ(again->Replacements(), 0u);
+  EXPECT_EQ(again->Degraded(), "");
+  EXPECT_TRUE(again->GetTag("hub", "a/b", "v1").value().has_value());
+}
+
+TEST_F(MetadataDirTest, ACorruptPageFoundByAStatementReplacesTheDatabaseAndTheCallGoesOn) {
+  Fill(2000);  // several pages of tags: the table's root is an interior page
+  const int64_t root = testing::RootPage(path_, "tags");
+  ASSERT_GT(root, 1);
+  ASSERT_TRUE(testing::OverwritePage(path_, root));
+  auto m = OpenSqliteMetadataStore(path_).value();  // opening reads only the header and schema
+  EXPECT_EQ(m->Replacements(), 0u);
+  // The lookup meets the damage; the database is replaced, and the lookup answers from the
+  // fresh one (not cached), instead of failing.
+  auto tag = m->GetTag("hub", "a/b", "v1");
+  ASSERT_TRUE(tag.ok()) << tag.status().ToString();
+  EXPECT_FALSE(tag->has_value());
+  EXPECT_EQ(m->Replacements(), 1u);
+  EXPECT_EQ(CorruptCopies().size(), 1u);
+  EXPECT_FALSE(m->Linked("hub", "a/b", digest_).value().has_value());
+  ASSERT_TRUE(m->PutTag("hub", "a/b", "v1", {digest_, "t", 1, 10, 10}).ok());
+  EXPECT_TRUE(m->GetTag("hub", "a/b", "v1").value().has_value());
+}
+
+TEST_F(MetadataDirTest, QuickCheckFindsAPageNoLookupTouched) {
+  Fill(2000);
+  const int64_t pages = testing::QueryInt(path_, "PRAGMA page_count");
+  ASSERT_GT(pages, 8);
+  auto m = OpenSqliteMetadataStore(path_).value();
+  EXPECT_TRUE(m->CheckIntegrity().ok());
+  EXPECT_EQ(m->Replacements(), 0u) << "a sound database is left alone";
+  m.reset();
+  ASSERT_TRUE(testing::OverwritePage(path_, pages / 2));
+  m = OpenSqliteMetadataStore(path_).value();
+  EXPECT_EQ(m->Replacements(), 0u);
+  EXPECT_TRUE(m->CheckIntegrity().ok());
+  EXPECT_EQ(m->Replacements(), 1u);
+  EXPECT_NE(m->Degraded().find("quick_check"), std::string::npos) << m->Degraded();
+  EXPECT_TRUE(m->CheckIntegrity().ok());
+  EXPECT_EQ(m->Replacements(), 1u);
+}
+
+TEST_F(MetadataDirTest, KeepsOnlyTheNewestCorruptCopies) {
+  MetadataOptions options;
+  options.keep_corrupt = 2;
+  for (int i = 0; i < 4; ++i) {
+    Fill(1);
+    ASSERT_TRUE(testing::OverwritePage(path_, 1, i + 1));
+    auto m = OpenSqliteMetadataStore(path_, options).value();
+    EXPECT_EQ(m->Replacements(), 1u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // distinct stamps
+  }
+  auto copies = CorruptCopies();
+  ASSERT_EQ(copies.size(), 2u);
+  std::sort(copies.begin(), copies.end());
+  // The newest two: their garbage is the third and fourth seed's.
+  const std::string expected = dir_ + "/expected";
+  for (size_t i = 0; i < copies.size(); ++i) {
+    std::vector<char> want(16), got(16);
+    std::ofstream(expected, std::ios::trunc).close();
+    ASSERT_TRUE(testing::OverwritePage(expected, 1, static_cast<uint32_t>(i + 3)));
+    int a = ::open((dir_ + "/expected").c_str(), O_RDONLY),
+        b = ::open((dir_ + "/" + copies[i]).c_str(), O_RDONLY);
+    ASSERT_EQ(::read(a, want.data(), 16), 16);
+    ASSERT_EQ(::read(b, got.data(), 16), 16);
+    ::close(a);
+    ::close(b);
+    EXPECT_EQ(want, got) << copies[i];
+  }
+}
+
+TEST_F(MetadataDirTest, ReplacedWhileOtherThreadsUseItWithoutAFailedCall) {
+  Fill(2000);
+  auto m = OpenSqliteMetadataStore(path_).value();
+  // Readers of the tags table (which gets damaged) and writers of another one: a write to the
+  // damaged table would put a good copy of the page in the WAL, hiding the damage.
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, calls{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; !stop; ++i) {
+        const std::string tag = "v" + std::to_string((i * 7 + t) % 2000);
+        if (!m->GetTag("hub", "a/b", tag).ok()) ++failures;
+        if (!m->Link("hub", "x/" + std::to_string(t), oci::Digest::Of(tag), ContentKind::kBlob, 1)
+                 .ok())
+          ++failures;
+        ++calls;
+      }
+    });
+  }
+  while (calls < 200) std::this_thread::yield();
+  ASSERT_TRUE(testing::CorruptLivePage(
+      path_, testing::RootPage(path_, "tags"),
+      "INSERT INTO backing_work VALUES (2, 'c/hub/a', 'sha256:00', '', 0)"));
+  for (int i = 0; i < 500 && m->Replacements() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int after = calls + 200;
+  while (calls < after) std::this_thread::yield();
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(m->Replacements(), 1u);
+  EXPECT_EQ(failures.load(), 0) << "the call that met the damage ran again on the new database";
+  EXPECT_TRUE(m->Linked("hub", "x/0", oci::Digest::Of("v0")).ok());
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 """regcache serve with bounded storage: a size cap kept by background eviction, pulls that stay
-byte-exact across evictions, and a store that stays consistent when the process is killed while
-it evicts."""
+byte-exact across evictions, a store that stays consistent when the process is killed while it
+evicts, and a metadata database that heals when it is corrupt, at start or while serving."""
 
+import glob
 import hashlib
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -31,6 +33,51 @@ def blob_files(rc):
             for f in files:
                 out["%s:%s" % (algo, f)] = os.path.getsize(os.path.join(dirpath, f))
     return out
+
+
+def query(path, sql, *args):
+    """The first row of `sql` on a connection of its own, closed again (a connection left open
+    would keep the server's from being the last, which folds the WAL in at exit)."""
+    c = sqlite3.connect(path, timeout=10)
+    try:
+        return c.execute(sql, args).fetchone()
+    finally:
+        c.close()
+
+
+def overwrite_page(path, page, seed=1):
+    """Writes random bytes over `page` (1-based) of a SQLite file, as a torn write or a bad
+    block would leave it; page 1 holds the header (then it is "not a database")."""
+    size = query(path, "PRAGMA page_size")[0]
+    rng = random.Random(seed)
+    with open(path, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(bytes(rng.getrandbits(8) for _ in range(size)))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def root_page(path, table):
+    return query(path, "SELECT rootpage FROM sqlite_master WHERE name=?", table)[0]
+
+
+def corrupt_live_page(path, page):
+    """Damages `page` of a database the server has open, so that it reads the damage: everything
+    in the WAL goes into the file first (no good copy of the page stays there), then the page
+    is overwritten, then a write to an unrelated table makes the server's connection drop its
+    page cache at its next read."""
+    c = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        for _ in range(100):
+            if c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError("the WAL could not be checkpointed")
+        overwrite_page(path, page)
+        c.execute("INSERT INTO backing_work VALUES (2, 'unused', 'sha256:00', '', 0)")
+    finally:
+        c.close()
 
 
 def wait_until(fn, timeout, step=0.1):
@@ -171,3 +218,105 @@ class StorageTest(RegistryTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(any(size > 20 * MIB for size in blob_files(rc).values()), blob_files(rc))
         self.assertEqual(rc.request("GET", "/readyz")[0], 200)
+
+
+class MetadataTest(RegistryTestCase):
+    def pull(self, rc, ref, digest, name):
+        out = os.path.join(self.work, name)
+        r = skopeo_copy(rc.host + "/" + ref, out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "index.json")) as f:
+            self.assertEqual(json.load(f)["manifests"][0]["digest"], digest)
+        return out
+
+    def corrupt_copies(self, rc):
+        return sorted(p for p in glob.glob(os.path.join(rc.data, "metadata.db.corrupt-*"))
+                      if not p.endswith("-wal"))
+
+    def wait_degraded(self, rc):
+        """/readyz's JSON once it reports the metadata (the integrity check runs just after
+        start, in the background)."""
+        found = {}
+
+        def reported():
+            st, _, body = rc.request("GET", "/readyz")
+            if st == 503:
+                found.update(json.loads(body))
+            return "metadata" in found
+
+        self.assertTrue(wait_until(reported, 15), "/readyz never reported the metadata")
+        return found
+
+    def blob_gets(self, hub):
+        return len([p for m, p, _ in hub.requests() if m == "GET" and "/blobs/" in p])
+
+    def test_a_corrupt_metadata_database_is_replaced_at_start_and_pulls_work_again(self):
+        hub = self.registry("hub")
+        layout, digest = self.image("app", platforms=[("linux", "amd64", ""), ("linux", "arm64", "v8")],
+                                    layers=2, layer_size=256 * 1024)
+        push(layout, "v1", hub.host + "/library/app:v1")
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host}])
+        first = self.pull(rc, "library/app:v1", digest, "first")
+        db = os.path.join(rc.data, "metadata.db")
+        # Garbage over a page in the middle (the tags table's root: every cold tag lookup reads
+        # it), then, separately, over the header.
+        for case, page in (("tags page", lambda: root_page(db, "tags")), ("header", lambda: 1)):
+            with self.subTest(case):
+                rc.stop()
+                self.assertFalse(os.path.exists(db + "-wal"), "the WAL is folded in at exit")
+                overwrite_page(db, page(), seed=len(case))
+                errors_before = rc.log_text().count(" error metadata database")
+                copies_before = len(self.corrupt_copies(rc))
+                blob_gets = self.blob_gets(hub)
+                rc.start()
+                why = self.wait_degraded(rc)
+                self.assertEqual(why["status"], "degraded")
+                self.assertIn("corrupt", why["metadata"])
+                self.assertEqual(rc.request("GET", "/healthz")[0], 200)
+                # The damaged file is kept aside; a new database took its place.
+                self.assertEqual(len(self.corrupt_copies(rc)), copies_before + 1)
+                self.assertIn(os.path.basename(self.corrupt_copies(rc)[-1]), why["metadata"])
+                # The same pull works again, byte-exact, with the upstream up; the layers come
+                # from the blob store (nothing re-downloaded), the tag from the upstream.
+                again = self.pull(rc, "library/app:v1", digest, "again-" + case.replace(" ", "-"))
+                for d in os.listdir(os.path.join(first, "blobs", "sha256")):
+                    with open(os.path.join(first, "blobs", "sha256", d), "rb") as a, \
+                            open(os.path.join(again, "blobs", "sha256", d), "rb") as b:
+                        self.assertEqual(a.read(), b.read(), d)
+                self.assertEqual(self.blob_gets(hub), blob_gets)
+                # Logged once, at error level, saying what was lost.
+                log = rc.log_text()
+                self.assertEqual(log.count(" error metadata database"), errors_before + 1, log[-3000:])
+                self.assertIn("fetched again from the upstreams on use", log)
+                self.assertTrue(wait_until(lambda: rc.metrics().get("regcache_metadata_rebuilds_total") == 1, 5))
+                self.assertEqual(query(db, "PRAGMA quick_check")[0], "ok")
+
+    def test_a_database_corrupted_while_serving_is_replaced_without_a_restart(self):
+        hub = self.registry("hub")
+        images = {}
+        for tag, seed in (("v1", 1), ("v2", 2)):
+            layout, images[tag] = self.image("app" + tag, tag=tag, platforms=[("linux", "amd64", "")],
+                                             layers=1, layer_size=256 * 1024, seed=seed)
+            push(layout, tag, hub.host + "/library/app:" + tag)
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host}])
+        self.pull(rc, "library/app:v1", images["v1"], "v1")
+        self.assertEqual(rc.request("GET", "/readyz")[0], 200)
+        db = os.path.join(rc.data, "metadata.db")
+        corrupt_live_page(db, root_page(db, "tags"))
+        # v2 was never pulled: its lookup reads the damaged page. The database is replaced under
+        # the running server, and the lookup goes on against the new one.
+        st, _, body = rc.request("GET", "/v2/library/app/manifests/v2", {"Accept": "*/*"})
+        self.assertEqual(st, 200, body)
+        self.assertEqual("sha256:" + hashlib.sha256(body).hexdigest(), images["v2"])
+        why = self.wait_degraded(rc)
+        self.assertIn("corrupt", why["metadata"])
+        self.assertEqual(len(self.corrupt_copies(rc)), 1)
+        self.assertEqual(rc.log_text().count(" error metadata database"), 1)
+        # Both images pull, byte-exact; the process never restarted.
+        pid = rc.proc.pid
+        self.pull(rc, "library/app:v2", images["v2"], "v2")
+        self.pull(rc, "library/app:v1", images["v1"], "v1-again")
+        self.assertEqual(rc.proc.pid, pid)
+        self.assertIsNone(rc.proc.poll())
+        self.assertEqual(query(db, "PRAGMA quick_check")[0], "ok")
+        self.assertGreater(query(db, "SELECT count(*) FROM tags")[0], 0)
