@@ -102,14 +102,15 @@ void Evictor::Stop() {
 }
 
 void Evictor::UpdateCap() {
+  metadata_bytes_ = meta_.FileBytes();
   if (limits_.max_bytes > 0) {
     cap_ = limits_.max_bytes;
-    return;
-  }
-  auto space = blobs_.FilesystemSpace();
-  if (space.ok()) {
+  } else if (auto space = blobs_.FilesystemSpace(); space.ok()) {
     cap_ = static_cast<uint64_t>(static_cast<double>(space->total) * limits_.max_percent / 100);
   }
+  // The tag-list cache is the one part of the metadata a client can grow at will (one page per
+  // distinct query): it gets a twentieth of the cap, so it can never crowd out the blobs.
+  if (cap_.load() > 0) meta_.SetTagListBudget(cap_.load() / 20);
 }
 
 bool Evictor::Reserve(uint64_t size) {
@@ -117,7 +118,7 @@ bool Evictor::Reserve(uint64_t size) {
   // What eviction can never free: manifests, which are a sliver of any real store.
   if (cap == 0 || size > cap * limits_.low_watermark) return false;
   const uint64_t reserved = reserved_.fetch_add(size) + size;
-  if (ledger_.bytes() + reserved > cap) Wake();
+  if (ledger_.bytes() + metadata_bytes_.load() + reserved > cap) Wake();
   return true;
 }
 
@@ -152,7 +153,8 @@ std::string Evictor::Degraded() {
 }
 
 void Evictor::Publish() {
-  metrics_.store_bytes = static_cast<int64_t>(ledger_.bytes());
+  metrics_.metadata_bytes = static_cast<int64_t>(metadata_bytes_.load());
+  metrics_.store_bytes = static_cast<int64_t>(ledger_.bytes() + metadata_bytes_.load());
   metrics_.store_blobs = static_cast<int64_t>(ledger_.blobs());
   metrics_.store_cap_bytes = static_cast<int64_t>(cap_.load());
 }
@@ -275,7 +277,8 @@ void Evictor::Pass() {
   const uint64_t cap = cap_.load();
   if (cap == 0) return;
   const uint64_t low = static_cast<uint64_t>(static_cast<double>(cap) * limits_.low_watermark);
-  const uint64_t used = ledger_.bytes() + reserved_.load();
+  const uint64_t meta = metadata_bytes_.load();
+  const uint64_t used = ledger_.bytes() + meta + reserved_.load();
   uint64_t want = used > cap ? used - std::min(used, low) : 0;
   // "size": over the cap; "space": the file system is short of free space (floor, ENOSPC).
   const char* reason = "size";
@@ -321,7 +324,7 @@ void Evictor::Pass() {
   const std::string label = std::string("reason=\"") + reason + "\"";
   metrics_.Count("regcache_evictions_total", label, removed);
   metrics_.Count("regcache_evicted_bytes_total", label, freed);
-  over_cap_ = ledger_.bytes() > cap;
+  over_cap_ = ledger_.bytes() + meta > cap;
   spdlog::info("evicted {} blobs ({}, reason {}) to stay within {}", removed, HumanBytes(freed),
                reason, HumanBytes(cap));
 }

@@ -1102,7 +1102,16 @@ class ServerImpl : public Server {
         co_return co_await ServeBlob(stream, req, *up, repo, route->reference, common, can_keep,
                                      head, out);
       case RouteKind::kTags: {
-        std::string query = route->raw_query.empty() ? "" : "?" + route->raw_query;
+        if (route->tag_list.n == 0u) {
+          // The spec: an empty list without a Link, whatever the repository holds; nobody asked.
+          out.cache = "hit";
+          Reply reply = WithCommon(
+              MakeReply(200, "application/json",
+                        nlohmann::json({{"name", repo}, {"tags", nlohmann::json::array()}}).dump()),
+              common);
+          co_return co_await Send(stream, reply, head, can_keep, out);
+        }
+        std::string query = route->tag_list.String();
         auto work = [this, up, &repo, &query] { return cache_.Tags(*up, repo, query); };
         auto t = co_await RunUpstream(*up, work);
         if (!t.ok()) {

@@ -125,14 +125,22 @@ class MetadataStore {
   virtual Status RemoveBackingWork(const BackingWork& work) = 0;
   virtual Status LoadBackingWork(const std::function<void(const BackingWork&)>& found) = 0;
 
-  // Cached tag-list pages, by upstream, repository and query string ("" or "?n=10&last=x").
+  // Cached tag-list pages, by upstream, repository and normalized query ("" or "?n=10&last=x").
+  // Bounded (TagListLimits): a body larger than max_body or than the byte budget is not stored
+  // (Ok: the caller relays it); storing one evicts the oldest pages beyond the per-repository
+  // and total row caps and the byte budget, in the same transaction.
   virtual Result<std::optional<TagListRecord>> GetTagList(const std::string& upstream,
                                                           const std::string& repo,
                                                           const std::string& query) = 0;
   virtual Status PutTagList(const std::string& upstream, const std::string& repo,
                             const std::string& query, const TagListRecord& record) = 0;
+  // The total bytes of stored tag-list bodies (lowered to a share of the store's cap by the
+  // evictor); pages beyond it go, oldest first, at the next PutTagList.
+  virtual void SetTagListBudget(uint64_t bytes) = 0;
 
   // ---- health ----
+  // Size of the database file on disk (its WAL is bounded separately: journal_size_limit).
+  virtual uint64_t FileBytes() = 0;
   // PRAGMA quick_check (linear in the file's size; integrity_check costs about 7x more) on a
   // connection of its own, so other calls are not held up while it reads the whole file. On
   // corruption the database is replaced. Ok if sound or replaced; an error if it could not run.
@@ -144,7 +152,15 @@ class MetadataStore {
   virtual std::string Degraded() = 0;
 };
 
+struct TagListLimits {
+  uint64_t max_body = 1u << 20;  // a larger list is relayed, not stored
+  size_t per_repository = 64;    // pages of one (upstream, repository)
+  size_t rows = 4096;            // pages in total
+  uint64_t bytes = 64u << 20;    // bodies in total (SetTagListBudget changes it)
+};
+
 struct MetadataOptions {
+  TagListLimits tag_lists;
   int keep_corrupt = 3;  // moved-aside corrupt databases kept (the oldest beyond are removed)
 };
 

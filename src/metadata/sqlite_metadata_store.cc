@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS tag_lists (
 )sql";
 
 // Version 2: blob usage for eviction, link times for retention.
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 constexpr const char* kSchemaV2 = R"sql(
 ALTER TABLE repo_content ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS blob_usage (
@@ -53,11 +53,27 @@ CREATE TABLE IF NOT EXISTS backing_work (
   PRIMARY KEY (kind, target, digest, tag));
 )sql";
 
+// Version 4: tag lists bounded (pages evicted oldest first by rowid, which grows with each
+// write; body sizes summed through their own index). The old table is dropped: it is a cache,
+// and one flooded by junk queries before the bounds existed may hold hundreds of megabytes.
+constexpr const char* kSchemaV4 = R"sql(
+DROP TABLE IF EXISTS tag_lists;
+CREATE TABLE tag_lists (
+  upstream TEXT NOT NULL, repo TEXT NOT NULL, query TEXT NOT NULL,
+  status INTEGER NOT NULL, size INTEGER NOT NULL, content_type TEXT NOT NULL, link TEXT NOT NULL,
+  fetched_at INTEGER NOT NULL, body BLOB NOT NULL,
+  PRIMARY KEY (upstream, repo, query));
+CREATE INDEX tag_lists_sizes ON tag_lists (size);
+)sql";
+
 constexpr const char* kCorruptPrefix = "metadata database is corrupt";
 // How long /readyz reports a replacement, and how often opening a fresh database is retried
 // when it failed.
 constexpr int64_t kReportReplacementSeconds = 60;
 constexpr int64_t kRetryOpenSeconds = 10;
+// The WAL is checkpointed at 1000 pages (SQLite's default) and cut back to this after.
+constexpr int64_t kJournalSizeLimit = 4 << 20;
+
 bool IsCorruptCode(int rc) {
   rc &= 0xff;  // extended codes (SQLITE_CORRUPT_INDEX, …) share the primary code's low byte
   return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB;
@@ -90,7 +106,7 @@ std::string UtcStamp() {
 class SqliteMetadataStore : public MetadataStore {
  public:
   SqliteMetadataStore(std::string path, MetadataOptions options)
-      : path_(std::move(path)), options_(options) {}
+      : path_(std::move(path)), options_(options), tag_list_budget_(options.tag_lists.bytes) {}
   ~SqliteMetadataStore() override { CloseDb(); }
 
   // The first open: a corrupt file is replaced; any other failure (a newer schema, a directory
@@ -295,12 +311,56 @@ class SqliteMetadataStore : public MetadataStore {
 
   Status PutTagList(const std::string& upstream, const std::string& repo, const std::string& query,
                     const TagListRecord& r) override {
+    const TagListLimits& limits = options_.tag_lists;
+    const uint64_t budget = tag_list_budget_.load();
+    if (r.body.size() > limits.max_body || r.body.size() > budget) return Status::Ok();
     return Call([&]() -> Status {
-      Stmt s(this, "INSERT OR REPLACE INTO tag_lists VALUES (?,?,?,?,?,?,?,?)");
-      s.Bind(1, upstream).Bind(2, repo).Bind(3, query).Bind(4, static_cast<int64_t>(r.status));
-      s.Bind(5, r.body).Bind(6, r.content_type).Bind(7, r.link).Bind(8, r.fetched_at);
-      return s.Step() == SQLITE_DONE ? Status::Ok() : Error("writing tag list");
+      RC_RETURN_IF_ERROR(Exec("BEGIN"));
+      {
+        Stmt s(this,
+               "INSERT OR REPLACE INTO tag_lists (upstream, repo, query, status, size, "
+               "content_type, link, fetched_at, body) VALUES (?,?,?,?,?,?,?,?,?)");
+        s.Bind(1, upstream).Bind(2, repo).Bind(3, query).Bind(4, static_cast<int64_t>(r.status));
+        s.Bind(5, static_cast<int64_t>(r.body.size())).Bind(6, r.content_type).Bind(7, r.link);
+        s.Bind(8, r.fetched_at).Bind(9, r.body);
+        if (s.Step() != SQLITE_DONE) return Rollback("writing tag list");
+      }
+      {
+        // The repository's newest pages stay (a REPLACE gives the row a new, highest rowid).
+        Stmt s(this,
+               "DELETE FROM tag_lists WHERE rowid IN (SELECT rowid FROM tag_lists WHERE "
+               "upstream=? AND repo=? ORDER BY rowid DESC LIMIT -1 OFFSET ?)");
+        s.Bind(1, upstream).Bind(2, repo).Bind(3, static_cast<int64_t>(limits.per_repository));
+        if (s.Step() != SQLITE_DONE) return Rollback("bounding tag lists");
+      }
+      int64_t rows = 0, bytes = 0;
+      {
+        Stmt s(this, "SELECT count(*), total(size) FROM tag_lists INDEXED BY tag_lists_sizes");
+        if (s.Step() != SQLITE_ROW) return Rollback("bounding tag lists");
+        rows = s.Int(0);
+        bytes = s.Int(1);
+      }
+      std::vector<int64_t> oldest;
+      {
+        Stmt s(this, "SELECT rowid, size FROM tag_lists ORDER BY rowid");
+        while ((rows > static_cast<int64_t>(limits.rows) || bytes > static_cast<int64_t>(budget)) &&
+               s.Step() == SQLITE_ROW) {
+          oldest.push_back(s.Int(0));
+          --rows;
+          bytes -= s.Int(1);
+        }
+      }
+      for (int64_t rowid : oldest) {
+        Stmt s(this, "DELETE FROM tag_lists WHERE rowid=?");
+        s.Bind(1, rowid);
+        if (s.Step() != SQLITE_DONE) return Rollback("bounding tag lists");
+      }
+      return Commit();
     });
+  }
+
+  void SetTagListBudget(uint64_t bytes) override {
+    tag_list_budget_ = std::min(bytes, options_.tag_lists.bytes);
   }
 
   Status TouchTagAccessed(const std::string& upstream, const std::string& repo,
@@ -367,6 +427,12 @@ class SqliteMetadataStore : public MetadataStore {
       if (rc != SQLITE_ROW) return Error("reading link");
       return std::optional<uint64_t>(static_cast<uint64_t>(s.Int(0)));
     });
+  }
+
+  uint64_t FileBytes() override {
+    std::error_code ec;
+    auto n = std::filesystem::file_size(path_, ec);
+    return ec ? 0 : static_cast<uint64_t>(n);
   }
 
   Status CheckIntegrity() override {
@@ -488,6 +554,9 @@ class SqliteMetadataStore : public MetadataStore {
     sqlite3_busy_timeout(db_, 5000);
     Status s = Exec("PRAGMA journal_mode=WAL");
     if (s.ok()) s = Exec("PRAGMA synchronous=NORMAL");
+    if (s.ok()) {
+      s = Exec(("PRAGMA journal_size_limit=" + std::to_string(kJournalSizeLimit)).c_str());
+    }
     if (s.ok()) s = Migrate();
     if (!s.ok() && corrupt_.empty()) CloseDb();
     return s;
@@ -535,6 +604,11 @@ class SqliteMetadataStore : public MetadataStore {
     if (version < 1) RC_RETURN_IF_ERROR(Step(kSchema, 1));
     if (version < 2) RC_RETURN_IF_ERROR(Step(kSchemaV2, 2));
     if (version < 3) RC_RETURN_IF_ERROR(Step(kSchemaV3, 3));
+    if (version < 4) {
+      RC_RETURN_IF_ERROR(Step(kSchemaV4, 4));
+      // What the dropped table held goes back to the file system now, not 1000 pages an hour.
+      RC_RETURN_IF_ERROR(Exec("PRAGMA incremental_vacuum"));
+    }
     return Status::Ok();
   }
 
@@ -690,6 +764,7 @@ class SqliteMetadataStore : public MetadataStore {
 
   const std::string path_;
   const MetadataOptions options_;
+  std::atomic<uint64_t> tag_list_budget_;
   sqlite3* db_ = nullptr;
   std::mutex mu_;
   // Prepared once per SQL text and reused: preparing costs more than running these statements.

@@ -202,6 +202,104 @@ class MetadataDirTest : public ::testing::Test {
   oci::Digest digest_ = oci::Digest::Of("content");
 };
 
+TagListRecord Page(size_t bytes, int64_t at = 1) {
+  return TagListRecord{200, std::string(bytes, 'x'), "application/json", "", at};
+}
+
+TEST_F(MetadataDirTest, TagListsAreBoundedPerRepositoryInTotalAndInBytes) {
+  MetadataOptions options;
+  options.tag_lists = TagListLimits{400, 3, 5, 800};  // max body, per repository, rows, bytes
+  auto m = OpenSqliteMetadataStore(path_, options).value();
+  auto has = [&](const std::string& repo, const std::string& q) {
+    return m->GetTagList("hub", repo, q).value().has_value();
+  };
+  // Per repository: the newest three pages stay.
+  for (const char* q : {"?n=1", "?n=2", "?n=3", "?n=4"}) {
+    ASSERT_TRUE(m->PutTagList("hub", "a/b", q, Page(10)).ok());
+  }
+  EXPECT_FALSE(has("a/b", "?n=1"));
+  EXPECT_TRUE(has("a/b", "?n=2") && has("a/b", "?n=3") && has("a/b", "?n=4"));
+  // Writing a page again makes it the newest.
+  ASSERT_TRUE(m->PutTagList("hub", "a/b", "?n=2", Page(10)).ok());
+  ASSERT_TRUE(m->PutTagList("hub", "a/b", "?n=5", Page(10)).ok());
+  EXPECT_FALSE(has("a/b", "?n=3"));
+  EXPECT_TRUE(has("a/b", "?n=2"));
+  // In total: five rows, the oldest go first, whichever repository they belong to.
+  for (const char* repo : {"c/1", "c/2", "c/3"}) {
+    ASSERT_TRUE(m->PutTagList("hub", repo, "", Page(10)).ok());
+  }
+  EXPECT_FALSE(has("a/b", "?n=4"));
+  EXPECT_TRUE(has("a/b", "?n=2") && has("a/b", "?n=5") && has("c/1", "") && has("c/3", ""));
+  // In bytes: three 300-byte pages pass 800, so the oldest go until the rest fit.
+  for (const char* repo : {"d/1", "d/2", "d/3"}) {
+    ASSERT_TRUE(m->PutTagList("hub", repo, "", Page(300)).ok());
+  }
+  EXPECT_TRUE(has("d/2", "") && has("d/3", ""));
+  EXPECT_FALSE(has("d/1", "") || has("c/1", "") || has("c/3", ""));
+  // Too big to store: relayed by the caller, nothing stored, nothing evicted for it.
+  ASSERT_TRUE(m->PutTagList("hub", "e/1", "", Page(401)).ok());
+  EXPECT_FALSE(has("e/1", ""));
+  EXPECT_TRUE(has("d/3", ""));
+  // A lower budget (the evictor's share of a small cap) applies at the next write.
+  m->SetTagListBudget(350);
+  ASSERT_TRUE(m->PutTagList("hub", "f/1", "", Page(20)).ok());
+  EXPECT_TRUE(has("f/1", "") && has("d/3", ""));
+  EXPECT_FALSE(has("d/2", ""));
+  ASSERT_TRUE(m->PutTagList("hub", "f/2", "", Page(351)).ok());
+  EXPECT_FALSE(has("f/2", "")) << "larger than the whole budget";
+  m->SetTagListBudget(1u << 30);  // never above the configured bound
+  for (const char* repo : {"g/1", "g/2", "g/3", "g/4"}) {
+    ASSERT_TRUE(m->PutTagList("hub", repo, "", Page(300)).ok());
+  }
+  EXPECT_FALSE(has("g/1", ""));
+}
+
+TEST_F(MetadataDirTest, AFloodOfDistinctTagListQueriesCannotGrowTheFile) {
+  // The flood: an 87 KB list cached once per distinct query. A budget of 1 MiB (a
+  // twentieth of a 20 MiB cap) holds the file near it however many queries come.
+  auto m = OpenSqliteMetadataStore(path_).value();
+  m->SetTagListBudget(1u << 20);
+  const std::string body(87 * 1024, 't');
+  for (int i = 0; i < 500; ++i) {
+    TagListRecord r{200, body, "application/json", "", 100 + i};
+    ASSERT_TRUE(m->PutTagList("hub", "team/big", "?n=" + std::to_string(i + 1), r).ok());
+  }
+  m.reset();  // the last connection checkpoints the WAL into the file
+  const auto bytes = std::filesystem::file_size(path_);
+  EXPECT_LT(bytes, 3u << 20) << "500 x 87 KB would be 43 MB";
+  EXPECT_LE(testing::QueryInt(path_, "SELECT total(size) FROM tag_lists"), 1 << 20);
+}
+
+TEST_F(MetadataDirTest, MigratingToVersion4DropsAFloodedTagListTable) {
+  {
+    auto m = OpenSqliteMetadataStore(path_).value();
+    ASSERT_TRUE(m->PutTag("hub", "a/b", "v1", {digest_, "t", 1, 10, 10}).ok());
+  }
+  {
+    // A version-3 store as the flood left it: the old table, thousands of copies of a list.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const std::string sql =
+        "DROP TABLE tag_lists; CREATE TABLE tag_lists (upstream TEXT NOT NULL, repo TEXT NOT "
+        "NULL, query TEXT NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL, content_type "
+        "TEXT NOT NULL, link TEXT NOT NULL, fetched_at INTEGER NOT NULL, PRIMARY KEY (upstream, "
+        "repo, query)); WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM i WHERE n < "
+        "300) INSERT INTO tag_lists SELECT 'hub', 'team/big', '?junk=' || n, 200, "
+        "randomblob(65536), 'application/json', '', 1 FROM i; PRAGMA user_version=3;";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  EXPECT_GT(std::filesystem::file_size(path_), 15u << 20);
+  {
+    auto m = OpenSqliteMetadataStore(path_).value();
+    EXPECT_TRUE(m->GetTag("hub", "a/b", "v1").value().has_value()) << "tags are kept";
+    EXPECT_FALSE(m->GetTagList("hub", "team/big", "?junk=1").value().has_value());
+    ASSERT_TRUE(m->PutTagList("hub", "team/big", "", Page(10)).ok());
+  }
+  EXPECT_LT(std::filesystem::file_size(path_), 1u << 20) << "the space went back at once";
+  EXPECT_EQ(testing::QueryInt(path_, "PRAGMA user_version"), 4);
+}
+
 TEST_F(MetadataDirTest, AGarbageHeaderIsReplacedAtOpen) {
   Fill(10);
   ASSERT_TRUE(testing::OverwritePage(path_, 1));

@@ -1,18 +1,21 @@
 """regcache serve with bounded storage: a size cap kept by background eviction, pulls that stay
 byte-exact across evictions, a store that stays consistent when the process is killed while it
-evicts, and a metadata database that heals when it is corrupt, at start or while serving."""
+evicts, a metadata database that a flood of tag-list queries cannot grow, and one that heals
+when it is corrupt, at start or while serving."""
 
 import glob
 import hashlib
+import http.client
 import json
 import os
 import random
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 
-from fixtures import push
+from fixtures import OCI_INDEX, push
 from regtest import RegistryTestCase
 
 MIB = 1 << 20
@@ -221,6 +224,93 @@ class StorageTest(RegistryTestCase):
 
 
 class MetadataTest(RegistryTestCase):
+    def test_a_tag_list_query_flood_reaches_the_upstream_once_per_page_and_stays_bounded(self):
+        hub = self.registry("hub")
+        layout, _ = self.image("big", platforms=[("linux", "amd64", "")], layers=1, layer_size=1024)
+        push(layout, "v1", hub.host + "/team/big:v1")
+        _, h, manifest = hub.api("GET", "/v2/team/big/manifests/v1", headers={"Accept": OCI_INDEX})
+        # About 87 KB of tag list, as in the report: 680 tags of 128 characters.
+        tags = ["v%03d-%s" % (i, "x" * 123) for i in range(680)]
+        for t in tags:
+            hub.put_manifest("team/big", t, manifest, h["content-type"])
+        st, _, full = hub.api("GET", "/v2/team/big/tags/list")
+        self.assertEqual(st, 200)
+        self.assertGreater(len(full), 85000)
+        # A small cap: the tag lists get a twentieth of it (1 MiB), and metadata.db counts in it.
+        rc = self.regcache([{"name": "hub", "url": "http://" + hub.host}], extra="max_size: 20MiB\n")
+        db = os.path.join(rc.data, "metadata.db")
+
+        def flood(paths, threads=4):
+            bodies, failures = [], []
+
+            def run(k):
+                conn = http.client.HTTPConnection("127.0.0.1", rc.port, timeout=60)
+                try:
+                    for path in paths[k::threads]:
+                        conn.request("GET", path)
+                        r = conn.getresponse()
+                        body = r.read()
+                        if r.status != 200:
+                            failures.append((path, r.status, body[:200]))
+                        bodies.append(body)
+                finally:
+                    conn.close()
+
+            workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            self.assertEqual(failures, [])
+            return bodies
+
+        def upstream_tag_lists():
+            return [p for m, p, _ in hub.requests() if m == "GET" and "/tags/list" in p
+                    and p.startswith("/v2/team/big/")]
+
+        seen_before = len(upstream_tag_lists())
+        # Junk parameters: one page, one upstream request, one stored copy; the junk is sent
+        # nowhere.
+        bodies = flood(["/v2/team/big/tags/list?n=5000&junk=%d" % i for i in range(2000)])
+        self.assertEqual(len(bodies), 2000)
+        self.assertTrue(all(b == full for b in bodies))  # byte-exact, as the upstream sent it
+        self.assertEqual(set(json.loads(full)["tags"]), set(tags + ["v1"]))
+        sent = upstream_tag_lists()[seen_before:]
+        self.assertEqual(sent, ["/v2/team/big/tags/list?n=5000"])
+        self.assertLess(os.path.getsize(db), 2 << 20)
+        # Distinct pages (every n a real page size): one upstream request each, and the table
+        # keeps within its budget however many there are.
+        flood(["/v2/team/big/tags/list?n=%d&ns=hub" % n for n in range(1, 401)])
+        sent = upstream_tag_lists()[seen_before:]
+        self.assertEqual(len(sent), 401)
+        self.assertEqual(len(set(sent)), 401)
+        self.assertTrue(all("ns=" not in p for p in sent), sent[:5])
+        # Asked again: all cached that fit the budget; the file stays near it.
+        size = os.path.getsize(db)
+        self.assertLess(size, 3 << 20, "metadata.db grew to %d bytes" % size)
+        self.assertLess(os.path.getsize(db + "-wal"), 8 << 20)
+        rows, stored = query(db, "SELECT count(*), total(size) FROM tag_lists")
+        self.assertLessEqual(stored, 1 << 20)
+        self.assertGreater(rows, 5)
+        # The database counts in what /metrics reports against the cap.
+        self.assertTrue(wait_until(lambda: rc.metrics()["regcache_metadata_bytes"] > 0, 5))
+        m = rc.metrics()
+        self.assertGreaterEqual(m["regcache_store_bytes"], m["regcache_metadata_bytes"])
+        self.assertLessEqual(m["regcache_store_bytes"], m["regcache_store_cap_bytes"])
+
+        # n=0 is an empty list by the spec, answered without asking anyone; a bad n or last is
+        # a clear 400 that asks no one either.
+        before = len(upstream_tag_lists())
+        st, _, body = rc.request("GET", "/v2/team/big/tags/list?n=0&junk=1")
+        self.assertEqual((st, json.loads(body)), (200, {"name": "team/big", "tags": []}))
+        for bad in ("n=-1", "n=abc", "n=5&last=..", "last=%2e%2e%2fx"):
+            st, _, body = rc.request("GET", "/v2/team/big/tags/list?" + bad)
+            self.assertEqual((st, json.loads(body)["errors"][0]["code"]),
+                             (400, "PAGINATION_NUMBER_INVALID"), bad)
+        st, _, body = rc.request("GET", "/v2/team/big/tags/list?n=99999999999999999999")
+        self.assertEqual(st, 200)
+        self.assertEqual(upstream_tag_lists()[before:], ["/v2/team/big/tags/list?n=10000"])
+
     def pull(self, rc, ref, digest, name):
         out = os.path.join(self.work, name)
         r = skopeo_copy(rc.host + "/" + ref, out)
