@@ -85,9 +85,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case RouteKind::kReferrers:
       FUZZ_CHECK(regcache::oci::Digest::Parse(r.reference).ok());
       break;
-    case RouteKind::kTags:
+    case RouteKind::kTags: {
       FUZZ_CHECK(r.endpoint == Endpoint::kTags);
+      // The cache key and the upstream's query: bounded, header- and URL-safe, and a fixed
+      // point (the query it spells parses back to itself).
+      const auto& q = r.tag_list;
+      FUZZ_CHECK(!q.n || *q.n <= regcache::http::kMaxTagListPage);
+      FUZZ_CHECK(q.last.empty() || regcache::oci::IsValidTag(q.last));
+      const std::string key = q.String();
+      FUZZ_CHECK(key.size() <= 32 + 128);
+      auto again = regcache::http::ParseTarget("/v2/x/tags/list" + key, &ep);
+      FUZZ_CHECK(again.ok());
+      FUZZ_CHECK(again->tag_list.n == q.n && again->tag_list.last == q.last);
+      FUZZ_CHECK(again->tag_list.String() == key);
       break;
+    }
   }
   // The path is never percent-decoded, and the name is what a repository lookup will use.
   FUZZ_CHECK(!r.name.empty());

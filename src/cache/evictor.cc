@@ -2,10 +2,13 @@
 
 #include <malloc.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <cctype>
 #include <cmath>
 
 #include "base/strings.h"
+#include "oci/manifest.h"
 
 namespace regcache::cache {
 namespace {
@@ -77,8 +80,10 @@ Evictor::Evictor(storage::BlobStore& blobs, metadata::MetadataStore& meta, BlobL
 Evictor::~Evictor() { Stop(); }
 
 Status Evictor::Start() {
-  RC_RETURN_IF_ERROR(
-      meta_.LoadBlobUsage([this](const metadata::BlobUsage& u) { ledger_.Load(u); }));
+  Status loaded = meta_.LoadBlobUsage([this](const metadata::BlobUsage& u) { ledger_.Load(u); });
+  // Not fatal: the reconciliation scan finds every file (a corrupt database has been replaced
+  // by an empty one meanwhile, and the scan rebuilds its rows).
+  if (!loaded.ok()) spdlog::warn("loading blob usage: {}", loaded.ToString());
   UpdateCap();
   Publish();
   thread_ = std::thread([this] { Loop(); });
@@ -97,14 +102,15 @@ void Evictor::Stop() {
 }
 
 void Evictor::UpdateCap() {
+  metadata_bytes_ = meta_.FileBytes();
   if (limits_.max_bytes > 0) {
     cap_ = limits_.max_bytes;
-    return;
-  }
-  auto space = blobs_.FilesystemSpace();
-  if (space.ok()) {
+  } else if (auto space = blobs_.FilesystemSpace(); space.ok()) {
     cap_ = static_cast<uint64_t>(static_cast<double>(space->total) * limits_.max_percent / 100);
   }
+  // The tag-list cache is the one part of the metadata a client can grow at will (one page per
+  // distinct query): it gets a twentieth of the cap, so it can never crowd out the blobs.
+  if (cap_.load() > 0) meta_.SetTagListBudget(cap_.load() / 20);
 }
 
 bool Evictor::Reserve(uint64_t size) {
@@ -112,7 +118,7 @@ bool Evictor::Reserve(uint64_t size) {
   // What eviction can never free: manifests, which are a sliver of any real store.
   if (cap == 0 || size > cap * limits_.low_watermark) return false;
   const uint64_t reserved = reserved_.fetch_add(size) + size;
-  if (ledger_.bytes() + reserved > cap) Wake();
+  if (ledger_.bytes() + metadata_bytes_.load() + reserved > cap) Wake();
   return true;
 }
 
@@ -147,7 +153,8 @@ std::string Evictor::Degraded() {
 }
 
 void Evictor::Publish() {
-  metrics_.store_bytes = static_cast<int64_t>(ledger_.bytes());
+  metrics_.metadata_bytes = static_cast<int64_t>(metadata_bytes_.load());
+  metrics_.store_bytes = static_cast<int64_t>(ledger_.bytes() + metadata_bytes_.load());
   metrics_.store_blobs = static_cast<int64_t>(ledger_.blobs());
   metrics_.store_cap_bytes = static_cast<int64_t>(cap_.load());
 }
@@ -158,6 +165,12 @@ void Evictor::Loop() {
   UpdateCap();
   Pass();
   Publish();
+  // Off the start-up path and after the first pass, which it would delay: it reads the whole
+  // file (0.6 s warm, 3.4-4.5 s cold for 450 MB, 2.2M rows). A replacement it causes is rebuilt
+  // at once; one while serving, by the loop below.
+  Status checked = meta_.CheckIntegrity();
+  if (!checked.ok()) spdlog::warn("{}", checked.ToString());
+  if (meta_.Replacements() != rebuilt_for_) Reconcile();
   auto next_flush = std::chrono::steady_clock::now() + limits_.flush_interval;
   auto next_retention = std::chrono::steady_clock::now() + std::chrono::minutes(1);
   while (true) {
@@ -167,6 +180,7 @@ void Evictor::Loop() {
       if (stop_) return;
       wake_ = false;
     }
+    if (meta_.Replacements() != rebuilt_for_) Reconcile();  // replaced while serving
     UpdateCap();
     Pass();
     Publish();
@@ -185,10 +199,22 @@ void Evictor::Loop() {
 void Evictor::Reconcile() {
   // After a crash the saved ledger may lag the files by a flush interval either way.
   auto started = std::chrono::steady_clock::now();
+  const uint64_t replacements = meta_.Replacements();
+  const bool rebuild = replacements != rebuilt_for_;
+  rebuilt_for_ = replacements;
+  if (rebuild) {
+    metrics_.Count("regcache_metadata_rebuilds_total", "");
+    ledger_.MarkAllDirty();  // the new database has no usage rows
+  }
   std::vector<std::pair<oci::Digest, uint64_t>> found_only;
+  size_t restored = 0;
   ledger_.BeginSweep();
   Status s = blobs_.Scan([&](const oci::Digest& d, uint64_t size) {
-    if (!ledger_.Seen(d)) found_only.push_back({d, size});
+    if (!ledger_.Seen(d)) {
+      found_only.push_back({d, size});
+    } else if (rebuild && ledger_.IsManifest(d)) {
+      restored += RestoreManifestType(d, size);
+    }
   });
   if (!s.ok()) {
     (void)ledger_.EndSweep();
@@ -202,9 +228,18 @@ void Evictor::Reconcile() {
   // ledger existed): manifests are known by their recorded media type. Saved with this flush.
   for (const auto& [digest, size] : found_only) {
     auto type = meta_.GetManifestType(digest);
-    ledger_.Added(digest, size, type.ok() && type->has_value());
+    bool manifest = type.ok() && type->has_value();
+    if (!manifest && rebuild && RestoreManifestType(digest, size)) {
+      manifest = true;
+      ++restored;
+    }
+    ledger_.Added(digest, size, manifest);
   }
   Flush();
+  if (rebuild) {
+    spdlog::info("metadata rebuilt from the blob store: {} blobs' usage, {} manifest types",
+                 ledger_.blobs(), restored);
+  }
   // The scan's transient allocations would otherwise stay with the allocator's arenas.
   malloc_trim(0);
   spdlog::info("blob store: {} blobs, {} ({} found on disk only, {} gone) reconciled in {} ms",
@@ -214,11 +249,36 @@ void Evictor::Reconcile() {
                    .count());
 }
 
+// A stored blob is a manifest if it parses as one; its media type is the one it declares (what
+// StoreManifest recorded for nearly all: registries send the declared type as Content-Type).
+bool Evictor::RestoreManifestType(const oci::Digest& digest, uint64_t size) {
+  if (size > oci::kMaxManifestBytes) return false;
+  {
+    // Layers are by far most of the files: one read of a few bytes tells them apart.
+    auto fd = blobs_.Open(digest);
+    if (!fd.ok()) return false;
+    char head[16];
+    ssize_t n = ::pread(*fd, head, sizeof(head), 0);
+    ::close(*fd);
+    ssize_t i = 0;
+    while (i < n && std::isspace(static_cast<unsigned char>(head[i]))) ++i;
+    if (i >= n || head[i] != '{') return false;
+  }
+  auto bytes = blobs_.ReadAll(digest, oci::kMaxManifestBytes);
+  if (!bytes.ok()) return false;
+  auto parsed = oci::ParseManifest(*bytes, "");
+  if (!parsed.ok()) return false;  // a config blob, or other JSON
+  Status s = meta_.PutManifestType(digest, parsed->media_type);
+  if (!s.ok()) spdlog::warn("restoring the media type of {}: {}", digest.str(), s.ToString());
+  return s.ok();
+}
+
 void Evictor::Pass() {
   const uint64_t cap = cap_.load();
   if (cap == 0) return;
   const uint64_t low = static_cast<uint64_t>(static_cast<double>(cap) * limits_.low_watermark);
-  const uint64_t used = ledger_.bytes() + reserved_.load();
+  const uint64_t meta = metadata_bytes_.load();
+  const uint64_t used = ledger_.bytes() + meta + reserved_.load();
   uint64_t want = used > cap ? used - std::min(used, low) : 0;
   // "size": over the cap; "space": the file system is short of free space (floor, ENOSPC).
   const char* reason = "size";
@@ -264,7 +324,7 @@ void Evictor::Pass() {
   const std::string label = std::string("reason=\"") + reason + "\"";
   metrics_.Count("regcache_evictions_total", label, removed);
   metrics_.Count("regcache_evicted_bytes_total", label, freed);
-  over_cap_ = ledger_.bytes() > cap;
+  over_cap_ = ledger_.bytes() + meta > cap;
   spdlog::info("evicted {} blobs ({}, reason {}) to stay within {}", removed, HumanBytes(freed),
                reason, HumanBytes(cap));
 }

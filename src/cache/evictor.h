@@ -2,10 +2,14 @@
 // request's path, and never breaks a transfer (an evicted blob's readers keep their open
 // descriptor; a fill is not in the store until it commits).
 //
-// Watermarks: when committed bytes plus space reserved by fills in progress exceed the cap (or
-// the file system's free space falls below the floor), blobs are evicted by the ledger's policy
-// until they are at the low watermark (90% of the cap). Also here: loading and reconciling the
-// ledger at start-up, saving it in batches, and metadata retention.
+// Watermarks: when committed bytes plus the metadata database's file plus space reserved by
+// fills in progress exceed the cap (or the file system's free space falls below the floor),
+// blobs are evicted by the ledger's policy until they are at the low watermark (90% of the
+// cap). The metadata's own growth is bounded too: its cached tag lists get 5% of the cap at
+// most (MetadataStore::SetTagListBudget). Also here: loading and reconciling the ledger at
+// start-up, saving it in batches, metadata retention, the metadata database's integrity check
+// (in the background after start) and rebuilding what a replaced database lost that the blob
+// files can tell (blob usage, manifest media types).
 #pragma once
 
 #include <atomic>
@@ -46,7 +50,8 @@ class Evictor {
   ~Evictor();  // Stop()
 
   // Loads the ledger from the metadata store (start-up stays fast: one table read), then starts
-  // the background thread, which first reconciles the ledger with the files on disk.
+  // the background thread, which first reconciles the ledger with the files on disk, evicts if
+  // over the cap, then checks the metadata database (PRAGMA quick_check).
   Status Start();
   // Saves what is pending and joins the thread. Idempotent.
   void Stop();
@@ -69,7 +74,11 @@ class Evictor {
 
  private:
   void Loop();
+  // Start-up, and again whenever the metadata database was replaced: the ledger against the
+  // files; after a replacement, every usage row saved again and manifest types restored by
+  // parsing the stored blobs that are manifests.
   void Reconcile();
+  bool RestoreManifestType(const oci::Digest& digest, uint64_t size);
   void Pass();
   void Flush();
   void Retain();
@@ -85,6 +94,8 @@ class Evictor {
   std::atomic<uint64_t> reserved_{0};
   std::atomic<int64_t> no_space_until_{0};   // steady seconds
   std::atomic<bool> over_cap_{false};        // the last pass could not get under the cap
+  std::atomic<uint64_t> metadata_bytes_{0};  // the metadata database's file, as last measured
+  uint64_t rebuilt_for_ = 0;                 // MetadataStore::Replacements() last rebuilt for
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -40,6 +40,16 @@ bool BlobLedger::ToKey(const oci::Digest& digest, Key* key) {
   return true;
 }
 
+oci::Digest BlobLedger::DigestOf(const Key& key) {
+  static const char* kHex = "0123456789abcdef";
+  std::string text = "sha256:";
+  for (uint8_t b : key.bytes) {
+    text.push_back(kHex[b >> 4]);
+    text.push_back(kHex[b & 15]);
+  }
+  return oci::Digest::Parse(text).value();  // 64 hex digits: always a valid sha256 digest
+}
+
 BlobLedger::Entry* BlobLedger::Find(const oci::Digest& digest) {
   Key key;
   if (ToKey(digest, &key)) {
@@ -120,16 +130,9 @@ bool BlobLedger::Seen(const oci::Digest& digest) {
 
 std::vector<oci::Digest> BlobLedger::EndSweep() {
   std::lock_guard<std::mutex> lock(mu_);
-  static const char* kHex = "0123456789abcdef";
   std::vector<oci::Digest> unseen;
   for (auto& [key, e] : sha256_) {
-    if (e.seen) continue;
-    std::string text = "sha256:";
-    for (uint8_t b : key.bytes) {
-      text.push_back(kHex[b >> 4]);
-      text.push_back(kHex[b & 15]);
-    }
-    if (auto d = oci::Digest::Parse(text); d.ok()) unseen.push_back(*d);
+    if (!e.seen) unseen.push_back(DigestOf(key));
   }
   for (auto& [digest, e] : other_) {
     if (e.seen) continue;
@@ -161,6 +164,12 @@ void BlobLedger::Removed(const oci::Digest& digest) {
 bool BlobLedger::Contains(const oci::Digest& digest) {
   std::lock_guard<std::mutex> lock(mu_);
   return Find(digest) != nullptr;
+}
+
+bool BlobLedger::IsManifest(const oci::Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Entry* e = Find(digest);
+  return e && e->manifest;
 }
 
 std::optional<uint64_t> BlobLedger::SizeOf(const oci::Digest& digest) {
@@ -206,19 +215,11 @@ std::vector<BlobLedger::Victim> BlobLedger::ChooseVictims(uint64_t bytes) {
   }
   std::sort(candidates.begin(), candidates.end());
   std::sort(others.begin(), others.end());
-  static const char* kHex = "0123456789abcdef";
   std::vector<Victim> out;
   uint64_t freed = 0, highest = 0;
   for (const auto& c : candidates) {
     if (freed >= bytes) break;
-    std::string text = "sha256:";
-    for (uint8_t b : c.key.bytes) {
-      text.push_back(kHex[b >> 4]);
-      text.push_back(kHex[b & 15]);
-    }
-    auto d = oci::Digest::Parse(text);
-    if (!d.ok()) continue;
-    out.push_back(Victim{*d, c.size});
+    out.push_back(Victim{DigestOf(c.key), c.size});
     freed += c.size;
     highest = std::max(highest, c.priority);
   }
@@ -234,6 +235,22 @@ std::vector<BlobLedger::Victim> BlobLedger::ChooseVictims(uint64_t bytes) {
   }
   aging_ = std::max(aging_, highest);
   return out;
+}
+
+void BlobLedger::MarkAllDirty() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [key, e] : sha256_) {
+    if (e.dirty) continue;
+    e.dirty = true;
+    dirty_.push_back(DigestOf(key));
+  }
+  for (auto& [digest, e] : other_) {
+    if (e.dirty) continue;
+    if (auto d = oci::Digest::Parse(digest); d.ok()) {
+      e.dirty = true;
+      dirty_.push_back(*d);
+    }
+  }
 }
 
 void BlobLedger::TakeChanges(std::vector<metadata::BlobUsage>* upserts,

@@ -41,6 +41,8 @@ class BlobLedger {
   void Touched(const oci::Digest& digest);
   void Removed(const oci::Digest& digest);
   bool Contains(const oci::Digest& digest);
+  // Whether the ledger holds the blob as a manifest.
+  bool IsManifest(const oci::Digest& digest);
   // The committed size of a stored blob, nullopt if the ledger does not hold it.
   std::optional<uint64_t> SizeOf(const oci::Digest& digest);
 
@@ -59,6 +61,8 @@ class BlobLedger {
   // The caller removes the files, then calls Removed for each.
   std::vector<Victim> ChooseVictims(uint64_t bytes);
 
+  // Every entry is saved again with the next changes (the metadata store lost its rows).
+  void MarkAllDirty();
   // Rows changed or removed since the last call, for the metadata store.
   void TakeChanges(std::vector<metadata::BlobUsage>* upserts, std::vector<oci::Digest>* removed);
 
@@ -83,6 +87,7 @@ class BlobLedger {
 
   // sha256 digests (all real-world layers) use the compact map; anything else the string map.
   static bool ToKey(const oci::Digest& digest, Key* key);
+  static oci::Digest DigestOf(const Key& key);
   Entry* Find(const oci::Digest& digest);
   Entry& Insert(const oci::Digest& digest);
   void MarkDirty(const oci::Digest& digest, Entry& e);

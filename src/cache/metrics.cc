@@ -40,6 +40,8 @@ constexpr Help kHelp[] = {
     {"regcache_evictions_total", "counter", "Blobs evicted, by reason."},
     {"regcache_evicted_bytes_total", "counter", "Bytes evicted, by reason."},
     {"regcache_metadata_expired_total", "counter", "Tag and link records removed by retention."},
+    {"regcache_metadata_rebuilds_total", "counter",
+     "Times the metadata database was found corrupt, replaced and rebuilt from the blob store."},
     {"regcache_backing_requests_total", "counter",
      "Reads from the backing registry by kind and result (hit, miss, error, corrupt: failed "
      "verification, so that digest is fetched from the upstream)."},
@@ -255,8 +257,13 @@ std::string Metrics::Render() {
          fills_in_flight.load());
   single("regcache_fill_waiters", "gauge",
          "Clients streaming from a fill that is still downloading.", fill_waiters.load());
-  single("regcache_store_bytes", "gauge", "Bytes of committed blobs and manifests.",
+  single("regcache_store_bytes", "gauge",
+         "Bytes of committed blobs and manifests and the metadata database (what the cap "
+         "bounds).",
          store_bytes.load());
+  single("regcache_metadata_bytes", "gauge",
+         "Bytes of the metadata database file (counted in regcache_store_bytes).",
+         metadata_bytes.load());
   single("regcache_store_blobs", "gauge", "Committed blobs and manifests.", store_blobs.load());
   single("regcache_store_cap_bytes", "gauge", "The size cap of the store.", store_cap_bytes.load());
   single("regcache_passthrough_total", "counter", "Misses served without being stored (no room).",

@@ -67,7 +67,8 @@ class Metrics {
   std::atomic<int64_t> fills_in_flight{0};
   std::atomic<int64_t> fill_waiters{0};
   std::atomic<int64_t> connections{0};
-  std::atomic<int64_t> store_bytes{0};
+  std::atomic<int64_t> store_bytes{0};  // blobs and manifests, plus the metadata database
+  std::atomic<int64_t> metadata_bytes{0};
   std::atomic<int64_t> store_blobs{0};
   std::atomic<int64_t> store_cap_bytes{0};
   std::atomic<uint64_t> passthrough{0};

@@ -184,7 +184,8 @@ Result<std::shared_ptr<const CachedManifest>> PullThroughCache::StoreManifest(
 void PullThroughCache::NoteDurableFailure(const Status& s, const std::string& what) {
   if (s.ok()) return;
   spdlog::warn("{}: {} (served from memory)", what, s.ToString());
-  if (evictor_) evictor_->NoSpace();
+  // A corrupt database is not a full disk: it has been replaced, and says so itself.
+  if (evictor_ && !metadata::IsCorruption(s)) evictor_->NoSpace();
 }
 
 Status PullThroughCache::PutTag(Upstream& up, const std::string& repo, const std::string& tag,
@@ -753,25 +754,44 @@ void PullThroughCache::RunFill(Upstream& up, std::shared_ptr<Fill> fill, std::st
 
 // ---- pass-through endpoints -----------------------------------------------------------------
 
+namespace {
+
+RawResponse FromTagListRow(const metadata::TagListRecord& row, const char* result) {
+  RawResponse r;
+  r.status = row.status;
+  r.body = row.body;
+  r.content_type = row.content_type;
+  r.link = row.link;
+  r.result = result;
+  return r;
+}
+
+}  // namespace
+
 Result<RawResponse> PullThroughCache::Tags(Upstream& up, const std::string& repo,
                                            const std::string& query) {
   RC_ASSIGN_OR_RETURN(auto row, meta_.GetTagList(up.name(), repo, query));
-  auto from_row = [&](const char* result) {
-    RawResponse r;
-    r.status = row->status;
-    r.body = row->body;
-    r.content_type = row->content_type;
-    r.link = row->link;
-    r.result = result;
-    return r;
-  };
+  if (row && NowSeconds() - row->fetched_at < up.TtlFor(repo).count()) {
+    return FromTagListRow(*row, "hit");
+  }
+  bool joined = false;
+  auto r = tag_list_fetches_.Do(
+      up.name() + "|" + repo + "|" + query, [&] { return FetchTagList(up, repo, query); }, &joined);
+  if (joined && r.ok() && r->result == "miss") r->result = "coalesced";
+  return r;
+}
+
+Result<RawResponse> PullThroughCache::FetchTagList(Upstream& up, const std::string& repo,
+                                                   const std::string& query) {
+  // Whoever held this key before us may have stored the page.
+  RC_ASSIGN_OR_RETURN(auto row, meta_.GetTagList(up.name(), repo, query));
   const int64_t now = NowSeconds();
-  if (row && now - row->fetched_at < up.TtlFor(repo).count()) return from_row("hit");
+  if (row && now - row->fetched_at < up.TtlFor(repo).count()) return FromTagListRow(*row, "hit");
   auto resp = RawCall(up, repo, "tags/list" + query);
   if (!resp.ok()) {
     if (!row) return resp.status();
     spdlog::warn("serving stale tag list of {}/{} ({})", up.name(), repo, resp.status().ToString());
-    RawResponse r = from_row("stale");
+    RawResponse r = FromTagListRow(*row, "stale");
     r.warning = "110 regcache \"Response is stale: upstream " +
                 std::string(CodeName(resp.status().code())) + "\"";
     return r;

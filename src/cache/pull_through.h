@@ -115,6 +115,8 @@ class PullThroughCache {
 
   // Empty when storage is healthy; otherwise why not (for /readyz).
   std::string StorageDegraded() { return evictor_ ? evictor_->Degraded() : std::string(); }
+  // The same for the metadata database (replaced after corruption, or unavailable).
+  std::string MetadataDegraded() { return meta_.Degraded(); }
 
   // Local answer for GET/HEAD of a manifest by tag or digest. Errors only for local failures.
   Result<ManifestLookup> LookupManifest(Upstream& up, const std::string& repo,
@@ -150,8 +152,11 @@ class PullThroughCache {
   // Opens a committed blob (after a fill completed). kNotFound if it is not stored.
   Result<int> OpenCommitted(const oci::Digest& digest);
 
-  // Blocking. Tag lists are cached per repository and query for the tag TTL and served stale
-  // while upstream fails; referrers pass through with upstream's status (404 included).
+  // Blocking. Tag lists are cached per repository and normalized query (http::TagListQuery:
+  // only `n` and `last`, which is also all the upstream is sent) for the tag TTL, and served
+  // stale while upstream fails; concurrent misses of one page share one upstream request. A
+  // page too big for the metadata store's bounds is relayed, not stored. Referrers pass through
+  // with upstream's status (404 included).
   Result<RawResponse> Tags(Upstream& up, const std::string& repo, const std::string& query);
   Result<RawResponse> Referrers(Upstream& up, const std::string& repo, const oci::Digest& digest,
                                 const std::string& query);
@@ -191,6 +196,8 @@ class PullThroughCache {
   }
   Result<ManifestResponse> FetchManifestOnce(Upstream& up, const std::string& repo,
                                              const std::string& reference);
+  // The part of Tags after a miss, under tag_list_fetches_.
+  Result<RawResponse> FetchTagList(Upstream& up, const std::string& repo, const std::string& query);
   Status RevalidateNow(Upstream& up, const std::string& repo, const std::string& tag);
   // Records the tag in memory and (best effort) in the metadata store, and queues it for the
   // backing registry unless `to_backing` is false (it came from there).
@@ -216,6 +223,7 @@ class PullThroughCache {
   Evictor* evictor_ = nullptr;
   Backing* backing_ = nullptr;
   SingleFlight<Result<ManifestResponse>> manifest_fetches_;
+  SingleFlight<Result<RawResponse>> tag_list_fetches_;
 
   std::mutex fills_mu_;
   std::map<std::string, std::shared_ptr<Fill>> fills_;  // by upstream|digest

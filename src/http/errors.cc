@@ -21,6 +21,10 @@ ErrorSpec ErrorFor(Code code, Endpoint endpoint) {
           return {400, "DIGEST_INVALID"};
         case Endpoint::kManifest:
           return {400, "MANIFEST_INVALID"};
+        case Endpoint::kTags:
+          // A tag list's bad `n` or `last` (a bad repository name is reported as kOther).
+          // distribution's code for an unusable `n`.
+          return {400, "PAGINATION_NUMBER_INVALID"};
         default:
           return {400, "NAME_INVALID"};
       }

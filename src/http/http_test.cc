@@ -131,6 +131,44 @@ TEST(RouteTest, RejectsTraversalEncodingAndBadReferences) {
             Code::kInvalidArgument);
 }
 
+TEST(RouteTest, TagListQueriesKeepOnlyWhatTheSpecDefines) {
+  Endpoint ep;
+  auto key = [&](const std::string& target) {
+    auto r = ParseTarget("/v2/team/big/tags/list" + target, &ep);
+    EXPECT_TRUE(r.ok()) << target << ": " << r.status().ToString();
+    return r.ok() ? r->tag_list.String() : std::string("<error>");
+  };
+  // Junk, routing's ns and unknown parameters are dropped; n and last are kept, in one form.
+  EXPECT_EQ(key(""), "");
+  EXPECT_EQ(key("?junk=1"), "");
+  EXPECT_EQ(key("?n=5000&junk=1"), "?n=5000");
+  EXPECT_EQ(key("?junk=2&n=5000"), "?n=5000");
+  EXPECT_EQ(key("?ns=docker.io&n=10"), "?n=10");
+  EXPECT_EQ(key("?last=v1.2&n=10"), "?n=10&last=v1.2");
+  EXPECT_EQ(key("?n=10&last=v1.2&x=%41"), "?n=10&last=v1.2");
+  EXPECT_EQ(key("?last=v1"), "?last=v1");
+  EXPECT_EQ(key("?n=007"), "?n=7");
+  EXPECT_EQ(key("?n="), "");  // empty counts as absent, as distribution reads it
+  EXPECT_EQ(key("?n=0"), "?n=0");
+  EXPECT_EQ(ParseTarget("/v2/a/tags/list?n=0", &ep)->tag_list.n, std::optional<uint32_t>(0));
+  // Huge: clamped (the spec lets a registry answer fewer with a Link to the rest).
+  EXPECT_EQ(key("?n=10001"), "?n=10000");
+  EXPECT_EQ(key("?n=999999"), "?n=10000");
+  EXPECT_EQ(key("?n=99999999999999999999999999"), "?n=10000");
+  EXPECT_EQ(key("?n=0000000000000000000000000000012"), "?n=12");
+  // Not a number, or a last that is not a tag: a clear 400.
+  for (const char* bad : {"?n=-1", "?n=abc", "?n=1e3", "?n=+5", "?n=%2B5", "?n=5%20", "?n=0x10",
+                          "?last=-x", "?last=a/b", "?last=%00", "?last=.hidden"}) {
+    auto r = ParseTarget(std::string("/v2/team/big/tags/list") + bad, &ep);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(ep, Endpoint::kTags) << bad;
+    EXPECT_EQ(ErrorFor(r.status().code(), ep).status, 400) << bad;
+    EXPECT_STREQ(ErrorFor(r.status().code(), ep).code, "PAGINATION_NUMBER_INVALID") << bad;
+  }
+  EXPECT_FALSE(ParseTarget("/v2/a/tags/list?last=" + std::string(129, 'a'), &ep).ok());
+  EXPECT_TRUE(ParseTarget("/v2/a/tags/list?last=" + std::string(128, 'a'), &ep).ok());
+}
+
 TEST(ErrorsTest, TableAndBody) {
   EXPECT_EQ(ErrorFor(Code::kNotFound, Endpoint::kBlob).status, 404);
   EXPECT_STREQ(ErrorFor(Code::kNotFound, Endpoint::kManifest).code, "MANIFEST_UNKNOWN");

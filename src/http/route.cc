@@ -1,5 +1,7 @@
 #include "http/route.h"
 
+#include <algorithm>
+
 #include "base/strings.h"
 #include "oci/digest.h"
 #include "oci/reference.h"
@@ -31,6 +33,42 @@ std::map<std::string, std::string> ParseQuery(std::string_view q) {
 }
 
 }  // namespace
+
+std::string TagListQuery::String() const {
+  std::string out;
+  if (n) out = "?n=" + std::to_string(*n);
+  if (!last.empty())
+    out += (out.empty() ? "?last=" : "&last=") + last;  // tag characters need no encoding
+  return out;
+}
+
+Result<TagListQuery> ParseTagListQuery(const std::map<std::string, std::string>& query) {
+  TagListQuery out;
+  if (auto n = query.find("n"); n != query.end() && !n->second.empty()) {
+    const std::string& v = n->second;
+    if (!std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return InvalidArgument("invalid number of results requested: n='" + v +
+                             "' is not a non-negative integer");
+    }
+    size_t first = v.find_first_not_of('0');
+    std::string_view digits =
+        first == std::string::npos ? std::string_view() : std::string_view(v).substr(first);
+    uint64_t value = 0;
+    if (digits.size() > 6) {
+      value = kMaxTagListPage;  // far beyond it, however many digits
+    } else {
+      for (char c : digits) value = value * 10 + static_cast<uint64_t>(c - '0');
+    }
+    out.n = static_cast<uint32_t>(std::min<uint64_t>(value, kMaxTagListPage));
+  }
+  if (auto last = query.find("last"); last != query.end() && !last->second.empty()) {
+    if (!oci::IsValidTag(last->second)) {
+      return InvalidArgument("invalid pagination: last='" + last->second + "' is not a tag");
+    }
+    out.last = last->second;
+  }
+  return out;
+}
 
 Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) {
   *endpoint_on_error = Endpoint::kOther;
@@ -134,6 +172,8 @@ Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error) 
       return InvalidArgument(d.status().message());
     }
     r.digest = std::move(*d);
+  } else if (r.kind == RouteKind::kTags) {
+    RC_ASSIGN_OR_RETURN(r.tag_list, ParseTagListQuery(r.query));
   }
   return r;
 }

@@ -6,8 +6,10 @@
 // applies to Docker Hub upstreams.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
@@ -29,6 +31,26 @@ enum class RouteKind {
   kStatus  // GET / : the HTML status page
 };
 
+// A tag-list request's query reduced to what the distribution spec gives meaning to: `n` (a
+// page size) and `last` (the tag the page starts after). Anything else (`ns`, which routing has
+// used, and parameters nobody defined) is dropped: it reaches neither the cache key nor the
+// upstream, so junk can neither multiply cached copies nor get past the cache.
+struct TagListQuery {
+  std::optional<uint32_t> n;  // absent: the registry's default page (for most, every tag)
+  std::string last;           // empty: from the start
+  // "", "?n=10", "?last=v1" or "?n=10&last=v1": the cache key, and the upstream's query.
+  std::string String() const;
+};
+
+// The largest page asked of an upstream; a larger `n` is clamped to it, which the spec allows
+// (a registry may return fewer than `n` tags when it sends a Link to the rest).
+inline constexpr uint32_t kMaxTagListPage = 10000;
+
+// From Route::query (decoded): kInvalidArgument for an `n` that is not a non-negative decimal
+// integer, or a `last` that is not a tag (the spec: "MUST be a proper tag"). An empty `n` or
+// `last` counts as absent, as distribution reads them.
+Result<TagListQuery> ParseTagListQuery(const std::map<std::string, std::string>& query);
+
 struct Route {
   RouteKind kind = RouteKind::kBase;
   Endpoint endpoint = Endpoint::kOther;
@@ -37,12 +59,14 @@ struct Route {
   oci::Digest digest;     // the reference parsed, when it is a digest
   std::map<std::string, std::string> query;
   std::string raw_query;  // without '?', as received
+  TagListQuery tag_list;  // kTags: the query's meaningful part
 };
 
 // Splits and validates the request target. kInvalidArgument (with the endpoint set so the caller
-// can pick the error code) for encoded characters, "..", empty components or a malformed digest;
-// kNotFound for unknown paths and for a manifest reference that is neither a digest nor a valid
-// tag (endpoint kManifest: MANIFEST_UNKNOWN).
+// can pick the error code) for encoded characters, "..", empty components, a malformed digest,
+// or a tag list's invalid `n` or `last` (Endpoint::kTags); kNotFound for unknown paths and for a
+// manifest reference that is neither a digest nor a valid tag (endpoint kManifest:
+// MANIFEST_UNKNOWN).
 Result<Route> ParseTarget(std::string_view target, Endpoint* endpoint_on_error);
 
 struct UpstreamChoice {

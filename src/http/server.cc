@@ -1028,14 +1028,18 @@ class ServerImpl : public Server {
       }
     }
     if (route->kind == RouteKind::kReady) {
-      // Liveness is /healthz; this says whether the cache works fully. Degraded storage still
-      // serves (misses pass through), so balancers may prefer another node but need not.
-      std::string why = cache_.StorageDegraded();
-      Reply reply =
-          why.empty()
-              ? MakeReply(200, "text/plain", "ready\n")
-              : MakeReply(503, "application/json",
-                          nlohmann::json({{"status", "degraded"}, {"storage", why}}).dump());
+      // Liveness is /healthz; this says whether the cache works fully. A degraded node still
+      // serves (misses pass through, lost metadata is fetched again), so balancers may prefer
+      // another node but need not. Each part that is degraded adds its reason, under its name.
+      std::vector<std::pair<const char*, std::string>> degraded;
+      degraded.emplace_back("storage", cache_.StorageDegraded());
+      degraded.emplace_back("metadata", cache_.MetadataDegraded());
+      nlohmann::json why = {{"status", "degraded"}};
+      for (auto& [part, reason] : degraded) {
+        if (!reason.empty()) why[part] = std::move(reason);
+      }
+      Reply reply = why.size() == 1 ? MakeReply(200, "text/plain", "ready\n")
+                                    : MakeReply(503, "application/json", why.dump());
       co_return co_await Send(stream, reply, head, can_keep, out);
     }
     if (route->kind == RouteKind::kMetrics) {
@@ -1098,7 +1102,16 @@ class ServerImpl : public Server {
         co_return co_await ServeBlob(stream, req, *up, repo, route->reference, common, can_keep,
                                      head, out);
       case RouteKind::kTags: {
-        std::string query = route->raw_query.empty() ? "" : "?" + route->raw_query;
+        if (route->tag_list.n == 0u) {
+          // The spec: an empty list without a Link, whatever the repository holds; nobody asked.
+          out.cache = "hit";
+          Reply reply = WithCommon(
+              MakeReply(200, "application/json",
+                        nlohmann::json({{"name", repo}, {"tags", nlohmann::json::array()}}).dump()),
+              common);
+          co_return co_await Send(stream, reply, head, can_keep, out);
+        }
+        std::string query = route->tag_list.String();
         auto work = [this, up, &repo, &query] { return cache_.Tags(*up, repo, query); };
         auto t = co_await RunUpstream(*up, work);
         if (!t.ok()) {

@@ -559,6 +559,9 @@ StatusSnapshot StatusPage::Snapshot() {
   s.store_blobs = metrics_.store_blobs.load();
   s.store_cap_bytes = metrics_.store_cap_bytes.load();
   s.storage_degraded = cache_.StorageDegraded();
+  if (std::string why = cache_.MetadataDegraded(); !why.empty()) {
+    s.storage_degraded += (s.storage_degraded.empty() ? "" : "; ") + why;
+  }
   s.connections = metrics_.connections.load();
   s.history = history_.Samples();
   s.history.push_back(Counters());

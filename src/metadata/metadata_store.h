@@ -2,6 +2,14 @@
 // stored manifest has, and which repository (per upstream) is known to contain which content.
 // The last one is the access rule: a blob is served by digest only through a repository that
 // references it, or after upstream confirmed that repository has it.
+//
+// Everything here can be rebuilt, so a damaged database is replaced rather than repaired: when
+// SQLite reports corruption (SQLITE_CORRUPT or SQLITE_NOTADB, from any statement, at open, or
+// from CheckIntegrity), the file is moved aside as <path>.corrupt-<UTC time> (the newest few
+// kept), and the call that saw it runs once more, on a fresh, empty database, as do all after.
+// Blob usage and manifest types are rebuilt from the blob files by their owner (the evictor,
+// watching Replacements()); tags, links and tag lists are fetched again from upstreams on use;
+// the backing registry's recorded queue is lost.
 #pragma once
 
 #include <cstdint>
@@ -117,15 +125,51 @@ class MetadataStore {
   virtual Status RemoveBackingWork(const BackingWork& work) = 0;
   virtual Status LoadBackingWork(const std::function<void(const BackingWork&)>& found) = 0;
 
-  // Cached tag-list pages, by upstream, repository and query string ("" or "?n=10&last=x").
+  // Cached tag-list pages, by upstream, repository and normalized query ("" or "?n=10&last=x").
+  // Bounded (TagListLimits): a body larger than max_body or than the byte budget is not stored
+  // (Ok: the caller relays it); storing one evicts the oldest pages beyond the per-repository
+  // and total row caps and the byte budget, in the same transaction.
   virtual Result<std::optional<TagListRecord>> GetTagList(const std::string& upstream,
                                                           const std::string& repo,
                                                           const std::string& query) = 0;
   virtual Status PutTagList(const std::string& upstream, const std::string& repo,
                             const std::string& query, const TagListRecord& record) = 0;
+  // The total bytes of stored tag-list bodies (lowered to a share of the store's cap by the
+  // evictor); pages beyond it go, oldest first, at the next PutTagList.
+  virtual void SetTagListBudget(uint64_t bytes) = 0;
+
+  // ---- health ----
+  // Size of the database file on disk (its WAL is bounded separately: journal_size_limit).
+  virtual uint64_t FileBytes() = 0;
+  // PRAGMA quick_check (linear in the file's size; integrity_check costs about 7x more) on a
+  // connection of its own, so other calls are not held up while it reads the whole file. On
+  // corruption the database is replaced. Ok if sound or replaced; an error if it could not run.
+  virtual Status CheckIntegrity() = 0;
+  // How many times this process replaced a corrupt database (at open included).
+  virtual uint64_t Replacements() = 0;
+  // Empty when sound; otherwise why not, for /readyz: for a minute after a replacement, and for
+  // as long as no fresh database can be opened (then every call fails, and opening is retried).
+  virtual std::string Degraded() = 0;
 };
 
-// SQLite in WAL mode at `path` (created if missing). Safe to use from many threads.
-Result<std::unique_ptr<MetadataStore>> OpenSqliteMetadataStore(const std::string& path);
+struct TagListLimits {
+  uint64_t max_body = 1u << 20;  // a larger list is relayed, not stored
+  size_t per_repository = 64;    // pages of one (upstream, repository)
+  size_t rows = 4096;            // pages in total
+  uint64_t bytes = 64u << 20;    // bodies in total (SetTagListBudget changes it)
+};
+
+struct MetadataOptions {
+  TagListLimits tag_lists;
+  int keep_corrupt = 3;  // moved-aside corrupt databases kept (the oldest beyond are removed)
+};
+
+// SQLite in WAL mode at `path` (created if missing; replaced if corrupt, see above). Safe to use
+// from many threads.
+Result<std::unique_ptr<MetadataStore>> OpenSqliteMetadataStore(const std::string& path,
+                                                               MetadataOptions options = {});
+
+// Whether a failure from the store was the database being corrupt (it has been replaced since).
+bool IsCorruption(const Status& s);
 
 }  // namespace regcache::metadata

@@ -1,9 +1,14 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
+#include "metadata/corrupt_for_test.h"
 #include "metadata/metadata_store.h"
 
 namespace regcache::metadata {
@@ -162,6 +167,262 @@ TEST(SqliteMetadataStoreTest, BackingWorkSurvivesReopenInPushOrder) {
   ASSERT_TRUE(m->LoadBackingWork([&](const BackingWork& w) { got.push_back(w); }).ok());
   EXPECT_EQ(got.size(), 2u);
   std::filesystem::remove_all(dir);
+}
+
+class MetadataDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/regcache-meta-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    path_ = dir_ + "/meta.db";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // The moved-aside copies of corrupt databases (not their WALs).
+  std::vector<std::string> CorruptCopies() {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+      std::string name = e.path().filename().string();
+      if (name.rfind("meta.db.corrupt-", 0) == 0 && !name.ends_with("-wal")) out.push_back(name);
+    }
+    return out;
+  }
+
+  // A store with `tags` tags under hub/a/b (v0…), a link and a manifest type, closed again.
+  void Fill(int tags) {
+    auto m = OpenSqliteMetadataStore(path_).value();
+    for (int i = 0; i < tags; ++i) {
+      ASSERT_TRUE(m->PutTag("hub", "a/b", "v" + std::to_string(i), {digest_, "t", 1, 10, 10}).ok());
+    }
+    ASSERT_TRUE(m->Link("hub", "a/b", digest_, ContentKind::kBlob, 42).ok());
+    ASSERT_TRUE(m->PutManifestType(digest_, "application/vnd.oci.image.manifest.v1+json").ok());
+  }
+
+  std::string dir_, path_;
+  oci::Digest digest_ = oci::Digest::Of("content");
+};
+
+TagListRecord Page(size_t bytes, int64_t at = 1) {
+  return TagListRecord{200, std::string(bytes, 'x'), "application/json", "", at};
+}
+
+TEST_F(MetadataDirTest, TagListsAreBoundedPerRepositoryInTotalAndInBytes) {
+  MetadataOptions options;
+  options.tag_lists = TagListLimits{400, 3, 5, 800};  // max body, per repository, rows, bytes
+  auto m = OpenSqliteMetadataStore(path_, options).value();
+  auto has = [&](const std::string& repo, const std::string& q) {
+    return m->GetTagList("hub", repo, q).value().has_value();
+  };
+  // Per repository: the newest three pages stay.
+  for (const char* q : {"?n=1", "?n=2", "?n=3", "?n=4"}) {
+    ASSERT_TRUE(m->PutTagList("hub", "a/b", q, Page(10)).ok());
+  }
+  EXPECT_FALSE(has("a/b", "?n=1"));
+  EXPECT_TRUE(has("a/b", "?n=2") && has("a/b", "?n=3") && has("a/b", "?n=4"));
+  // Writing a page again makes it the newest.
+  ASSERT_TRUE(m->PutTagList("hub", "a/b", "?n=2", Page(10)).ok());
+  ASSERT_TRUE(m->PutTagList("hub", "a/b", "?n=5", Page(10)).ok());
+  EXPECT_FALSE(has("a/b", "?n=3"));
+  EXPECT_TRUE(has("a/b", "?n=2"));
+  // In total: five rows, the oldest go first, whichever repository they belong to.
+  for (const char* repo : {"c/1", "c/2", "c/3"}) {
+    ASSERT_TRUE(m->PutTagList("hub", repo, "", Page(10)).ok());
+  }
+  EXPECT_FALSE(has("a/b", "?n=4"));
+  EXPECT_TRUE(has("a/b", "?n=2") && has("a/b", "?n=5") && has("c/1", "") && has("c/3", ""));
+  // In bytes: three 300-byte pages pass 800, so the oldest go until the rest fit.
+  for (const char* repo : {"d/1", "d/2", "d/3"}) {
+    ASSERT_TRUE(m->PutTagList("hub", repo, "", Page(300)).ok());
+  }
+  EXPECT_TRUE(has("d/2", "") && has("d/3", ""));
+  EXPECT_FALSE(has("d/1", "") || has("c/1", "") || has("c/3", ""));
+  // Too big to store: relayed by the caller, nothing stored, nothing evicted for it.
+  ASSERT_TRUE(m->PutTagList("hub", "e/1", "", Page(401)).ok());
+  EXPECT_FALSE(has("e/1", ""));
+  EXPECT_TRUE(has("d/3", ""));
+  // A lower budget (the evictor's share of a small cap) applies at the next write.
+  m->SetTagListBudget(350);
+  ASSERT_TRUE(m->PutTagList("hub", "f/1", "", Page(20)).ok());
+  EXPECT_TRUE(has("f/1", "") && has("d/3", ""));
+  EXPECT_FALSE(has("d/2", ""));
+  ASSERT_TRUE(m->PutTagList("hub", "f/2", "", Page(351)).ok());
+  EXPECT_FALSE(has("f/2", "")) << "larger than the whole budget";
+  m->SetTagListBudget(1u << 30);  // never above the configured bound
+  for (const char* repo : {"g/1", "g/2", "g/3", "g/4"}) {
+    ASSERT_TRUE(m->PutTagList("hub", repo, "", Page(300)).ok());
+  }
+  EXPECT_FALSE(has("g/1", ""));
+}
+
+TEST_F(MetadataDirTest, AFloodOfDistinctTagListQueriesCannotGrowTheFile) {
+  // The flood: an 87 KB list cached once per distinct query. A budget of 1 MiB (a
+  // twentieth of a 20 MiB cap) holds the file near it however many queries come.
+  auto m = OpenSqliteMetadataStore(path_).value();
+  m->SetTagListBudget(1u << 20);
+  const std::string body(87 * 1024, 't');
+  for (int i = 0; i < 500; ++i) {
+    TagListRecord r{200, body, "application/json", "", 100 + i};
+    ASSERT_TRUE(m->PutTagList("hub", "team/big", "?n=" + std::to_string(i + 1), r).ok());
+  }
+  m.reset();  // the last connection checkpoints the WAL into the file
+  const auto bytes = std::filesystem::file_size(path_);
+  EXPECT_LT(bytes, 3u << 20) << "500 x 87 KB would be 43 MB";
+  EXPECT_LE(testing::QueryInt(path_, "SELECT total(size) FROM tag_lists"), 1 << 20);
+}
+
+TEST_F(MetadataDirTest, MigratingToVersion4DropsAFloodedTagListTable) {
+  {
+    auto m = OpenSqliteMetadataStore(path_).value();
+    ASSERT_TRUE(m->PutTag("hub", "a/b", "v1", {digest_, "t", 1, 10, 10}).ok());
+  }
+  {
+    // A version-3 store as the flood left it: the old table, thousands of copies of a list.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const std::string sql =
+        "DROP TABLE tag_lists; CREATE TABLE tag_lists (upstream TEXT NOT NULL, repo TEXT NOT "
+        "NULL, query TEXT NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL, content_type "
+        "TEXT NOT NULL, link TEXT NOT NULL, fetched_at INTEGER NOT NULL, PRIMARY KEY (upstream, "
+        "repo, query)); WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM i WHERE n < "
+        "300) INSERT INTO tag_lists SELECT 'hub', 'team/big', '?junk=' || n, 200, "
+        "randomblob(65536), 'application/json', '', 1 FROM i; PRAGMA user_version=3;";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  EXPECT_GT(std::filesystem::file_size(path_), 15u << 20);
+  {
+    auto m = OpenSqliteMetadataStore(path_).value();
+    EXPECT_TRUE(m->GetTag("hub", "a/b", "v1").value().has_value()) << "tags are kept";
+    EXPECT_FALSE(m->GetTagList("hub", "team/big", "?junk=1").value().has_value());
+    ASSERT_TRUE(m->PutTagList("hub", "team/big", "", Page(10)).ok());
+  }
+  EXPECT_LT(std::filesystem::file_size(path_), 1u << 20) << "the space went back at once";
+  EXPECT_EQ(testing::QueryInt(path_, "PRAGMA user_version"), 4);
+}
+
+TEST_F(MetadataDirTest, AGarbageHeaderIsReplacedAtOpen) {
+  Fill(10);
+  ASSERT_TRUE(testing::OverwritePage(path_, 1));
+  auto m = OpenSqliteMetadataStore(path_);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->Replacements(), 1u);
+  EXPECT_NE((*m)->Degraded().find("corrupt"), std::string::npos) << (*m)->Degraded();
+  ASSERT_EQ(CorruptCopies().size(), 1u);
+  EXPECT_NE((*m)->Degraded().find(CorruptCopies()[0]), std::string::npos);
+  // A fresh database: what was there is gone (fetched again from upstreams), writes work.
+  EXPECT_FALSE((*m)->GetTag("hub", "a/b", "v1").value().has_value());
+  EXPECT_FALSE((*m)->Linked("hub", "a/b", digest_).value().has_value());
+  ASSERT_TRUE((*m)->PutTag("hub", "a/b", "v1", {digest_, "t", 1, 10, 10}).ok());
+  EXPECT_TRUE((*m)->GetTag("hub", "a/b", "v1").value().has_value());
+  EXPECT_TRUE((*m)->CheckIntegrity().ok());
+  EXPECT_EQ((*m)->Replacements(), 1u);
+  m->reset();
+  auto again = OpenSqliteMetadataStore(path_).value();  // the new one is a sound database
+  EXPECT_EQ(again->Replacements(), 0u);
+  EXPECT_EQ(again->Degraded(), "");
+  EXPECT_TRUE(again->GetTag("hub", "a/b", "v1").value().has_value());
+}
+
+TEST_F(MetadataDirTest, ACorruptPageFoundByAStatementReplacesTheDatabaseAndTheCallGoesOn) {
+  Fill(2000);  // several pages of tags: the table's root is an interior page
+  const int64_t root = testing::RootPage(path_, "tags");
+  ASSERT_GT(root, 1);
+  ASSERT_TRUE(testing::OverwritePage(path_, root));
+  auto m = OpenSqliteMetadataStore(path_).value();  // opening reads only the header and schema
+  EXPECT_EQ(m->Replacements(), 0u);
+  // The lookup meets the damage; the database is replaced, and the lookup answers from the
+  // fresh one (not cached), instead of failing.
+  auto tag = m->GetTag("hub", "a/b", "v1");
+  ASSERT_TRUE(tag.ok()) << tag.status().ToString();
+  EXPECT_FALSE(tag->has_value());
+  EXPECT_EQ(m->Replacements(), 1u);
+  EXPECT_EQ(CorruptCopies().size(), 1u);
+  EXPECT_FALSE(m->Linked("hub", "a/b", digest_).value().has_value());
+  ASSERT_TRUE(m->PutTag("hub", "a/b", "v1", {digest_, "t", 1, 10, 10}).ok());
+  EXPECT_TRUE(m->GetTag("hub", "a/b", "v1").value().has_value());
+}
+
+TEST_F(MetadataDirTest, QuickCheckFindsAPageNoLookupTouched) {
+  Fill(2000);
+  const int64_t pages = testing::QueryInt(path_, "PRAGMA page_count");
+  ASSERT_GT(pages, 8);
+  auto m = OpenSqliteMetadataStore(path_).value();
+  EXPECT_TRUE(m->CheckIntegrity().ok());
+  EXPECT_EQ(m->Replacements(), 0u) << "a sound database is left alone";
+  m.reset();
+  ASSERT_TRUE(testing::OverwritePage(path_, pages / 2));
+  m = OpenSqliteMetadataStore(path_).value();
+  EXPECT_EQ(m->Replacements(), 0u);
+  EXPECT_TRUE(m->CheckIntegrity().ok());
+  EXPECT_EQ(m->Replacements(), 1u);
+  EXPECT_NE(m->Degraded().find("quick_check"), std::string::npos) << m->Degraded();
+  EXPECT_TRUE(m->CheckIntegrity().ok());
+  EXPECT_EQ(m->Replacements(), 1u);
+}
+
+TEST_F(MetadataDirTest, KeepsOnlyTheNewestCorruptCopies) {
+  MetadataOptions options;
+  options.keep_corrupt = 2;
+  for (int i = 0; i < 4; ++i) {
+    Fill(1);
+    ASSERT_TRUE(testing::OverwritePage(path_, 1, i + 1));
+    auto m = OpenSqliteMetadataStore(path_, options).value();
+    EXPECT_EQ(m->Replacements(), 1u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // distinct stamps
+  }
+  auto copies = CorruptCopies();
+  ASSERT_EQ(copies.size(), 2u);
+  std::sort(copies.begin(), copies.end());
+  // The newest two: their garbage is the third and fourth seed's.
+  const std::string expected = dir_ + "/expected";
+  for (size_t i = 0; i < copies.size(); ++i) {
+    std::vector<char> want(16), got(16);
+    std::ofstream(expected, std::ios::trunc).close();
+    ASSERT_TRUE(testing::OverwritePage(expected, 1, static_cast<uint32_t>(i + 3)));
+    int a = ::open((dir_ + "/expected").c_str(), O_RDONLY),
+        b = ::open((dir_ + "/" + copies[i]).c_str(), O_RDONLY);
+    ASSERT_EQ(::read(a, want.data(), 16), 16);
+    ASSERT_EQ(::read(b, got.data(), 16), 16);
+    ::close(a);
+    ::close(b);
+    EXPECT_EQ(want, got) << copies[i];
+  }
+}
+
+TEST_F(MetadataDirTest, ReplacedWhileOtherThreadsUseItWithoutAFailedCall) {
+  Fill(2000);
+  auto m = OpenSqliteMetadataStore(path_).value();
+  // Readers of the tags table (which gets damaged) and writers of another one: a write to the
+  // damaged table would put a good copy of the page in the WAL, hiding the damage.
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, calls{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; !stop; ++i) {
+        const std::string tag = "v" + std::to_string((i * 7 + t) % 2000);
+        if (!m->GetTag("hub", "a/b", tag).ok()) ++failures;
+        if (!m->Link("hub", "x/" + std::to_string(t), oci::Digest::Of(tag), ContentKind::kBlob, 1)
+                 .ok())
+          ++failures;
+        ++calls;
+      }
+    });
+  }
+  while (calls < 200) std::this_thread::yield();
+  ASSERT_TRUE(testing::CorruptLivePage(
+      path_, testing::RootPage(path_, "tags"),
+      "INSERT INTO backing_work VALUES (2, 'c/hub/a', 'sha256:00', '', 0)"));
+  for (int i = 0; i < 500 && m->Replacements() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int after = calls + 200;
+  while (calls < after) std::this_thread::yield();
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(m->Replacements(), 1u);
+  EXPECT_EQ(failures.load(), 0) << "the call that met the damage ran again on the new database";
+  EXPECT_TRUE(m->Linked("hub", "x/0", oci::Digest::Of("v0")).ok());
 }
 
 }  // namespace
