@@ -82,10 +82,24 @@ Result<std::vector<std::string>> StringList(const YAML::Node& n, const std::stri
   return out;
 }
 
-// auth: {htpasswd: FILE, realm, anonymous: [paths], max_failures, failure_window, lockout}.
+// auth: {htpasswd: FILE, realm, anonymous: [paths], user_failures, failure_delay,
+// max_failure_delay, failure_window, address_failures, verified_ttl}.
 Status LoadAuth(const YAML::Node& n, ServeConfig* c) {
+  // The lockout these configured (one wall per address) became back-offs per user name.
+  for (const char* gone : {"max_failures", "lockout"}) {
+    if (n.IsMap() && n[gone]) {
+      return InvalidArgument(std::string("auth.") + gone +
+                             " is no longer a setting: failed logins now back off per user name "
+                             "and address (auth.user_failures, auth.failure_delay, "
+                             "auth.max_failure_delay) and per address (auth.address_failures); "
+                             "see docs/serve.md, \"Authentication\"");
+    }
+  }
   RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
-      n, {"htpasswd", "realm", "anonymous", "max_failures", "failure_window", "lockout"}, "auth"));
+      n,
+      {"htpasswd", "realm", "anonymous", "user_failures", "failure_delay", "max_failure_delay",
+       "failure_window", "address_failures", "verified_ttl"},
+      "auth"));
   auto& a = c->auth;
   if (!n["htpasswd"]) {
     return InvalidArgument("auth needs 'htpasswd': a file of bcrypt entries (htpasswd -B)");
@@ -97,12 +111,15 @@ Status LoadAuth(const YAML::Node& n, ServeConfig* c) {
   } else if (n["anonymous"]) {
     RC_ASSIGN_OR_RETURN(a.anonymous, StringList(n["anonymous"], "auth.anonymous"));
   }
-  if (n["max_failures"]) a.max_failures = n["max_failures"].as<int>();
-  if (n["failure_window"]) {
-    RC_ASSIGN_OR_RETURN(a.failure_window, SecondsAt(n["failure_window"], "auth.failure_window"));
-  }
-  if (n["lockout"]) {
-    RC_ASSIGN_OR_RETURN(a.lockout, SecondsAt(n["lockout"], "auth.lockout"));
+  if (n["user_failures"]) a.user_failures = n["user_failures"].as<int>();
+  if (n["address_failures"]) a.address_failures = n["address_failures"].as<int>();
+  for (auto [key, field] : {std::pair{"failure_delay", &a.failure_delay},
+                            {"max_failure_delay", &a.max_failure_delay},
+                            {"failure_window", &a.failure_window},
+                            {"verified_ttl", &a.verified_ttl}}) {
+    if (n[key]) {
+      RC_ASSIGN_OR_RETURN(*field, SecondsAt(n[key], std::string("auth.") + key));
+    }
   }
   return http::ValidateAuthOptions(a);
 }

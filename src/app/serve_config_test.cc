@@ -130,18 +130,24 @@ auth:
   htpasswd: /etc/regcache/htpasswd
   realm: team cache
   anonymous: [/healthz, /readyz]
-  max_failures: 3
+  user_failures: 2
+  failure_delay: 2s
+  max_failure_delay: 10m
   failure_window: 2m
-  lockout: 30s
+  address_failures: 20
+  verified_ttl: 1m
 )",
                            &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(c.auth.htpasswd, "/etc/regcache/htpasswd");
   EXPECT_EQ(c.auth.realm, "team cache");
   EXPECT_EQ(c.auth.anonymous, (std::vector<std::string>{"/healthz", "/readyz"}));
-  EXPECT_EQ(c.auth.max_failures, 3);
+  EXPECT_EQ(c.auth.user_failures, 2);
+  EXPECT_EQ(c.auth.failure_delay, std::chrono::seconds(2));
+  EXPECT_EQ(c.auth.max_failure_delay, std::chrono::seconds(600));
   EXPECT_EQ(c.auth.failure_window, std::chrono::seconds(120));
-  EXPECT_EQ(c.auth.lockout, std::chrono::seconds(30));
+  EXPECT_EQ(c.auth.address_failures, 20);
+  EXPECT_EQ(c.auth.verified_ttl, std::chrono::seconds(60));
 
   ServeConfig none;
   ASSERT_TRUE(LoadServeConfig("auth: {htpasswd: /h, anonymous: }", &none).ok());
@@ -153,15 +159,29 @@ auth:
            "auth: {htpasswd: /h, anonymous: [/v2/]}",     // registry paths need credentials
            "auth: {htpasswd: /h, anonymous: [metrics]}",  // not a path
            "auth: {htpasswd: /h, realm: 'a\"b'}",        // would break the header
-           "auth: {htpasswd: /h, max_failures: 0}",
-           "auth: {htpasswd: /h, lockout: soon}",
+           "auth: {htpasswd: /h, user_failures: -1}",
+           "auth: {htpasswd: /h, address_failures: 0}",
+           "auth: {htpasswd: /h, failure_delay: 0s}",
+           "auth: {htpasswd: /h, failure_delay: 10s, max_failure_delay: 5s}",
+           "auth: {htpasswd: /h, verified_ttl: 0s}",
        }) {
     ServeConfig b;
     EXPECT_FALSE(LoadServeConfig(bad, &b).ok()) << bad;
   }
-  ServeConfig d;
-  Status bad = LoadServeConfig("auth: {htpasswd: /h, failure_window: soon}", &d);
-  EXPECT_NE(bad.message().find("auth.failure_window"), std::string::npos) << bad.ToString();
+  // Each error names its key.
+  for (auto [yaml, key] : {
+           std::pair{"auth: {htpasswd: /h, failure_window: soon}", "auth.failure_window"},
+           {"auth: {htpasswd: /h, max_failure_delay: soon}", "auth.max_failure_delay"},
+           {"auth: {htpasswd: /h, address_failures: 0}", "auth.address_failures"},
+           {"auth: {htpasswd: /h, user_failures: 5000}", "auth.user_failures"},
+           // The lockout's settings are gone: the error says what replaced them.
+           {"auth: {htpasswd: /h, max_failures: 5}", "auth.user_failures"},
+           {"auth: {htpasswd: /h, lockout: 1m}", "auth.lockout is no longer a setting"},
+       }) {
+    ServeConfig d;
+    Status bad = LoadServeConfig(yaml, &d);
+    EXPECT_NE(bad.message().find(key), std::string::npos) << yaml << ": " << bad.ToString();
+  }
 }
 
 TEST(ServeConfigTest, BackingRegistryAsUrlOrMapping) {

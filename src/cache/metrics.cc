@@ -59,7 +59,8 @@ constexpr Help kHelp[] = {
     {"regcache_auth_failures_total", "counter",
      "Failed logins: unknown user, wrong password or malformed Basic credentials."},
     {"regcache_auth_throttled_total", "counter",
-     "Requests answered 429 because their client address failed to log in too often."},
+     "Requests answered 429 because their user name from their client address, or the address "
+     "itself, failed to log in too often (back-off)."},
 };
 
 }  // namespace

@@ -47,6 +47,8 @@ constexpr auto kTuple = asio::as_tuple(use_awaitable);
 using TlsStream = beast::ssl_stream<beast::tcp_stream&>;
 // The longest a TLS handshake may take (and at most idle_timeout).
 constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(15);
+// bcrypt checks that may wait for one of the two auth threads, in each lane.
+constexpr size_t kAuthQueue = 64;
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 using Request = bhttp::request<bhttp::empty_body>;
@@ -244,7 +246,9 @@ class ServerImpl : public Server {
         metrics_(metrics),
         local_("local", static_cast<size_t>(std::max(1, options_.worker_threads)), 4096),
         auth_(std::move(auth)),
-        auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, 64) : nullptr),
+        // Guesses cannot delay credentials that verified before: those have a lane of their own.
+        auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, kAuthQueue, kAuthQueue)
+                            : nullptr),
         status_(metrics, upstreams, cache),
         ioc_(std::make_unique<asio::io_context>(1)),
         acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
@@ -743,10 +747,10 @@ class ServerImpl : public Server {
   // pass a named local of their frame. (No coroutine lambdas here: GCC 12 double-destroys their
   // captures.)
   template <typename F>
-  auto RunOn(WorkQueue& queue, F& f) {
+  auto RunOn(WorkQueue& queue, F& f, WorkQueue::Lane lane = WorkQueue::Lane::kNormal) {
     using R = std::invoke_result_t<F&>;
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::optional<R>)>(
-        [&queue, &f](auto handler) {
+        [&queue, &f, lane](auto handler) {
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
           auto finish = [h](std::optional<R> result) {
             auto ex = asio::get_associated_executor(*h);
@@ -754,7 +758,7 @@ class ServerImpl : public Server {
               std::move (*h)(std::move(result));
             });
           };
-          if (!queue.TrySubmit([&f, finish] { finish(std::optional<R>(f())); })) {
+          if (!queue.TrySubmit([&f, finish] { finish(std::optional<R>(f())); }, lane)) {
             finish(std::nullopt);
           }
         },
@@ -906,7 +910,7 @@ class ServerImpl : public Server {
 
   // Whether the request may go on: Ok, or the refusal (kUnauthenticated: 401, kRateLimited:
   // 429, kUnavailable: 503). A credential verified recently is decided here; one that needs a
-  // bcrypt run is checked on auth_workers_.
+  // bcrypt run is checked on auth_workers_, ahead of guesses if it verified before.
   awaitable<Status> Authenticate(const tcp::socket& socket, const Request& req) {
     std::string_view target(req.target().data(), req.target().size());
     if (!auth_->Required(target.substr(0, target.find('?')))) co_return Status::Ok();
@@ -914,11 +918,13 @@ class ServerImpl : public Server {
     beast::error_code ec;
     auto peer_ep = socket.remote_endpoint(ec);
     const std::string peer = ec ? std::string("unknown") : PeerAddress(peer_ep.address());
-    bool verify = false;
-    Status screened = auth_->Screen(authorization, peer, &verify);
-    if (!screened.ok() || !verify) co_return screened;
+    Authenticator::Check check = Authenticator::Check::kDone;
+    Status screened = auth_->Screen(authorization, peer, &check);
+    if (!screened.ok() || check == Authenticator::Check::kDone) co_return screened;
     auto work = [this, authorization, &peer] { return auth_->Verify(authorization, peer); };
-    auto verified = co_await RunOn(*auth_workers_, work);
+    const auto lane = check == Authenticator::Check::kKnownGood ? WorkQueue::Lane::kPriority
+                                                                : WorkQueue::Lane::kNormal;
+    auto verified = co_await RunOn(*auth_workers_, work, lane);
     if (verified) co_return std::move(*verified);
     co_return upstream::WithRetryAfter(Unavailable("too many logins being checked; retry shortly"),
                                        1);
