@@ -10,6 +10,11 @@
 namespace regcache::app {
 namespace {
 
+// Why a name is refused (cache::IsValidUpstreamName).
+constexpr const char* kUpstreamNameRule =
+    " is not a valid upstream name: a registry host (docker.io, registry.example.com:5000) or "
+    "letters, digits, '.', '_' and '-'";
+
 // A positive count from `key`, if present.
 Status LoadCount(const YAML::Node& root, const char* key, size_t* out) {
   if (!root[key]) return Status::Ok();
@@ -207,6 +212,9 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
       cache::UpstreamConfig u;
       if (!n["name"] || !n["url"]) return InvalidArgument(where + " needs 'name' and 'url'");
       u.name = n["name"].as<std::string>();
+      if (!cache::IsValidUpstreamName(u.name)) {
+        return InvalidArgument(where + ".name: '" + u.name + "'" + kUpstreamNameRule);
+      }
       u.url = n["url"].as<std::string>();
       RC_ASSIGN_OR_RETURN(u.credentials, copy::CredentialsFromYaml(n, where));
       if (n["insecure"]) u.insecure = n["insecure"].as<bool>();
@@ -305,6 +313,10 @@ Result<cache::UpstreamConfig> ParseUpstreamFlag(const std::string& text) {
   cache::UpstreamConfig u;
   u.name = text.substr(0, eq);
   u.url = text.substr(eq + 1);
+  if (!cache::IsValidUpstreamName(u.name)) {
+    return InvalidArgument("--upstream " + text + ": the name '" + u.name + "'" +
+                           kUpstreamNameRule);
+  }
   return u;
 }
 

@@ -122,6 +122,36 @@ upstreams:
   }
 }
 
+TEST(ServeConfigTest, UpstreamNamesAreHostsOrIdentifiers) {
+  for (const char* good : {"docker.io", "registry.example.com:5000", "internal", "my_mirror-2",
+                           "[::1]:5000", "UPPER.case"}) {
+    ServeConfig c;
+    const std::string yaml =
+        std::string("upstreams:\n  - {name: '") + good + "', url: 'https://r.example.com'}\n";
+    Status s = LoadServeConfig(yaml, &c);
+    EXPECT_TRUE(s.ok()) << good << ": " << s.ToString();
+    EXPECT_TRUE(ParseUpstreamFlag(std::string(good) + "=https://r.example.com").ok()) << good;
+  }
+  // A quote in a name broke every /metrics scrape (it lands in label values); spaces, slashes
+  // and control characters are no better in paths and logs.
+  for (const char* bad :
+       {"a\"b", "with space", "team/mirror", "tab\there", "back\\slash", "x{y}", "\u00e9t\u00e9"}) {
+    ServeConfig c;
+    std::string quoted;  // as a YAML double-quoted scalar
+    for (char ch : std::string(bad)) {
+      if (ch == '"' || ch == '\\') quoted.push_back('\\');
+      quoted.push_back(ch);
+    }
+    const std::string yaml =
+        "upstreams:\n  - name: \"" + quoted + "\"\n    url: https://r.example.com\n";
+    Status s = LoadServeConfig(yaml, &c);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.code(), Code::kInvalidArgument);
+    EXPECT_NE(s.message().find("upstreams[0].name"), std::string::npos) << s.ToString();
+    EXPECT_FALSE(ParseUpstreamFlag(std::string(bad) + "=https://r.example.com").ok()) << bad;
+  }
+}
+
 TEST(ServeConfigTest, AuthSection) {
   ServeConfig c;
   EXPECT_TRUE(c.auth.htpasswd.empty());  // anonymous by default
