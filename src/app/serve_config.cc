@@ -157,16 +157,24 @@ Status LoadBacking(const YAML::Node& n, ServeConfig* c) {
   return Status::Ok();
 }
 
-// tls: {cert: FILE, key: FILE, client_ca: FILE, watch_interval: 5s}. The files are read when the
-// server starts (and on reload), where a bad one is reported.
+// tls: {cert: FILE, key: FILE, client_ca: FILE, watch_interval: 5s, handshake_timeout: 5s,
+// max_handshakes: 256}. The files are read when the server starts (and on reload), where a bad
+// one is reported.
 Status LoadTls(const YAML::Node& n, http::TlsOptions* tls) {
   if (!n.IsMap()) return InvalidArgument("tls must be a mapping: {cert: FILE, key: FILE}");
-  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n, {"cert", "key", "client_ca", "watch_interval"}, "tls"));
+  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
+      n, {"cert", "key", "client_ca", "watch_interval", "handshake_timeout", "max_handshakes"},
+      "tls"));
   if (!n["cert"] || !n["key"]) return InvalidArgument("tls needs both 'cert' and 'key'");
   tls->cert = n["cert"].as<std::string>();
   tls->key = n["key"].as<std::string>();
   if (n["client_ca"]) tls->client_ca = n["client_ca"].as<std::string>();
-  return LoadDuration(n, "watch_interval", &tls->watch_interval);
+  RC_RETURN_IF_ERROR(LoadDuration(n, "watch_interval", &tls->watch_interval));
+  RC_RETURN_IF_ERROR(LoadDuration(n, "handshake_timeout", &tls->handshake_timeout));
+  if (tls->handshake_timeout.count() < 1 || tls->handshake_timeout.count() > 60) {
+    return InvalidArgument("tls.handshake_timeout must be between 1s and 60s");
+  }
+  return LoadCount(n, "max_handshakes", &tls->max_handshakes).WithContext("tls");
 }
 
 Status LoadNode(const YAML::Node& root, ServeConfig* c) {
