@@ -80,7 +80,7 @@ std::string_view BasicToken(std::string_view authorization) {
 
 int64_t CeilSeconds(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::seconds>(d + std::chrono::seconds(1) -
-                                                         Clock::duration(1))
+                                                          Clock::duration(1))
       .count();
 }
 
@@ -336,13 +336,19 @@ Status Authenticator::Reload() {
 
 void Authenticator::SetUsers(std::shared_ptr<const Htpasswd> users) {
   const size_t n = users->size();
+  bool same;
   {
     std::unique_lock<std::shared_mutex> lock(verified_mu_);
+    // A reload for something else (a certificate, an upstream) reads the same file again: what
+    // verified against it still holds, known-good credentials included.
+    same = users_ && users_->SameEntries(*users);
     users_ = std::move(users);
-    verified_.clear();
-    ++generation_;
+    if (!same) {
+      verified_.clear();
+      ++generation_;
+    }
   }
-  spdlog::info("auth: {} user(s) now", n);
+  spdlog::info("auth: {} user(s) now{}", n, same ? " (unchanged)" : "");
 }
 
 size_t Authenticator::users() const {

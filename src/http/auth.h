@@ -70,6 +70,8 @@ class Htpasswd {
   size_t size() const { return hashes_.size(); }
   // The highest bcrypt cost in the file: what checking an unknown user costs.
   int max_cost() const { return max_cost_; }
+  // Whether `other` has the same users with the same hashes.
+  bool SameEntries(const Htpasswd& other) const { return hashes_ == other.hashes_; }
 
  private:
   std::unordered_map<std::string, std::string> hashes_;
@@ -174,7 +176,8 @@ class Authenticator {
   ~Authenticator();
 
   // Re-reads the htpasswd file and swaps the user set in at once; on error the old set stays
-  // and the error is returned. Credentials verified against the old set must be verified again.
+  // and the error is returned. Credentials verified against the old set must be verified again,
+  // unless the new one has the very same entries.
   Status Reload();
   // The same with a set loaded already (e.g. from another file, checked before a live reload
   // applies anything).
