@@ -60,9 +60,11 @@ void Reload(const ServeConfig& running, cache::UpstreamSet& upstreams,
   const auto& na = next.auth;
   const auto& ra = running.auth;
   if (na.htpasswd.empty() != ra.htpasswd.empty() ||
-      (auth && (na.realm != ra.realm || na.anonymous != ra.anonymous ||
-                na.max_failures != ra.max_failures || na.failure_window != ra.failure_window ||
-                na.lockout != ra.lockout)))
+      (auth &&
+       (na.realm != ra.realm || na.anonymous != ra.anonymous ||
+        na.user_failures != ra.user_failures || na.failure_delay != ra.failure_delay ||
+        na.max_failure_delay != ra.max_failure_delay || na.failure_window != ra.failure_window ||
+        na.address_failures != ra.address_failures || na.verified_ttl != ra.verified_ttl)))
     restart.push_back("auth");  // the users (the htpasswd file) are reloaded; the rest is not
   if (next.storage.max_bytes != running.storage.max_bytes ||
       next.storage.max_percent != running.storage.max_percent)

@@ -10,6 +10,11 @@
 namespace regcache::app {
 namespace {
 
+// Why a name is refused (cache::IsValidUpstreamName).
+constexpr const char* kUpstreamNameRule =
+    " is not a valid upstream name: a registry host (docker.io, registry.example.com:5000) or "
+    "letters, digits, '.', '_' and '-'";
+
 // A positive count from `key`, if present.
 Status LoadCount(const YAML::Node& root, const char* key, size_t* out) {
   if (!root[key]) return Status::Ok();
@@ -82,10 +87,24 @@ Result<std::vector<std::string>> StringList(const YAML::Node& n, const std::stri
   return out;
 }
 
-// auth: {htpasswd: FILE, realm, anonymous: [paths], max_failures, failure_window, lockout}.
+// auth: {htpasswd: FILE, realm, anonymous: [paths], user_failures, failure_delay,
+// max_failure_delay, failure_window, address_failures, verified_ttl}.
 Status LoadAuth(const YAML::Node& n, ServeConfig* c) {
+  // The lockout these configured (one wall per address) became back-offs per user name.
+  for (const char* gone : {"max_failures", "lockout"}) {
+    if (n.IsMap() && n[gone]) {
+      return InvalidArgument(std::string("auth.") + gone +
+                             " is no longer a setting: failed logins now back off per user name "
+                             "and address (auth.user_failures, auth.failure_delay, "
+                             "auth.max_failure_delay) and per address (auth.address_failures); "
+                             "see docs/serve.md, \"Authentication\"");
+    }
+  }
   RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
-      n, {"htpasswd", "realm", "anonymous", "max_failures", "failure_window", "lockout"}, "auth"));
+      n,
+      {"htpasswd", "realm", "anonymous", "user_failures", "failure_delay", "max_failure_delay",
+       "failure_window", "address_failures", "verified_ttl"},
+      "auth"));
   auto& a = c->auth;
   if (!n["htpasswd"]) {
     return InvalidArgument("auth needs 'htpasswd': a file of bcrypt entries (htpasswd -B)");
@@ -97,12 +116,15 @@ Status LoadAuth(const YAML::Node& n, ServeConfig* c) {
   } else if (n["anonymous"]) {
     RC_ASSIGN_OR_RETURN(a.anonymous, StringList(n["anonymous"], "auth.anonymous"));
   }
-  if (n["max_failures"]) a.max_failures = n["max_failures"].as<int>();
-  if (n["failure_window"]) {
-    RC_ASSIGN_OR_RETURN(a.failure_window, SecondsAt(n["failure_window"], "auth.failure_window"));
-  }
-  if (n["lockout"]) {
-    RC_ASSIGN_OR_RETURN(a.lockout, SecondsAt(n["lockout"], "auth.lockout"));
+  if (n["user_failures"]) a.user_failures = n["user_failures"].as<int>();
+  if (n["address_failures"]) a.address_failures = n["address_failures"].as<int>();
+  for (auto [key, field] : {std::pair{"failure_delay", &a.failure_delay},
+                            {"max_failure_delay", &a.max_failure_delay},
+                            {"failure_window", &a.failure_window},
+                            {"verified_ttl", &a.verified_ttl}}) {
+    if (n[key]) {
+      RC_ASSIGN_OR_RETURN(*field, SecondsAt(n[key], std::string("auth.") + key));
+    }
   }
   return http::ValidateAuthOptions(a);
 }
@@ -135,16 +157,24 @@ Status LoadBacking(const YAML::Node& n, ServeConfig* c) {
   return Status::Ok();
 }
 
-// tls: {cert: FILE, key: FILE, client_ca: FILE, watch_interval: 5s}. The files are read when the
-// server starts (and on reload), where a bad one is reported.
+// tls: {cert: FILE, key: FILE, client_ca: FILE, watch_interval: 5s, handshake_timeout: 5s,
+// max_handshakes: 256}. The files are read when the server starts (and on reload), where a bad
+// one is reported.
 Status LoadTls(const YAML::Node& n, http::TlsOptions* tls) {
   if (!n.IsMap()) return InvalidArgument("tls must be a mapping: {cert: FILE, key: FILE}");
-  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(n, {"cert", "key", "client_ca", "watch_interval"}, "tls"));
+  RC_RETURN_IF_ERROR(copy::CheckYamlKeys(
+      n, {"cert", "key", "client_ca", "watch_interval", "handshake_timeout", "max_handshakes"},
+      "tls"));
   if (!n["cert"] || !n["key"]) return InvalidArgument("tls needs both 'cert' and 'key'");
   tls->cert = n["cert"].as<std::string>();
   tls->key = n["key"].as<std::string>();
   if (n["client_ca"]) tls->client_ca = n["client_ca"].as<std::string>();
-  return LoadDuration(n, "watch_interval", &tls->watch_interval);
+  RC_RETURN_IF_ERROR(LoadDuration(n, "watch_interval", &tls->watch_interval));
+  RC_RETURN_IF_ERROR(LoadDuration(n, "handshake_timeout", &tls->handshake_timeout));
+  if (tls->handshake_timeout.count() < 1 || tls->handshake_timeout.count() > 60) {
+    return InvalidArgument("tls.handshake_timeout must be between 1s and 60s");
+  }
+  return LoadCount(n, "max_handshakes", &tls->max_handshakes).WithContext("tls");
 }
 
 Status LoadNode(const YAML::Node& root, ServeConfig* c) {
@@ -190,6 +220,9 @@ Status LoadNode(const YAML::Node& root, ServeConfig* c) {
       cache::UpstreamConfig u;
       if (!n["name"] || !n["url"]) return InvalidArgument(where + " needs 'name' and 'url'");
       u.name = n["name"].as<std::string>();
+      if (!cache::IsValidUpstreamName(u.name)) {
+        return InvalidArgument(where + ".name: '" + u.name + "'" + kUpstreamNameRule);
+      }
       u.url = n["url"].as<std::string>();
       RC_ASSIGN_OR_RETURN(u.credentials, copy::CredentialsFromYaml(n, where));
       if (n["insecure"]) u.insecure = n["insecure"].as<bool>();
@@ -288,6 +321,10 @@ Result<cache::UpstreamConfig> ParseUpstreamFlag(const std::string& text) {
   cache::UpstreamConfig u;
   u.name = text.substr(0, eq);
   u.url = text.substr(eq + 1);
+  if (!cache::IsValidUpstreamName(u.name)) {
+    return InvalidArgument("--upstream " + text + ": the name '" + u.name + "'" +
+                           kUpstreamNameRule);
+  }
   return u;
 }
 

@@ -122,6 +122,36 @@ upstreams:
   }
 }
 
+TEST(ServeConfigTest, UpstreamNamesAreHostsOrIdentifiers) {
+  for (const char* good : {"docker.io", "registry.example.com:5000", "internal", "my_mirror-2",
+                           "[::1]:5000", "UPPER.case"}) {
+    ServeConfig c;
+    const std::string yaml =
+        std::string("upstreams:\n  - {name: '") + good + "', url: 'https://r.example.com'}\n";
+    Status s = LoadServeConfig(yaml, &c);
+    EXPECT_TRUE(s.ok()) << good << ": " << s.ToString();
+    EXPECT_TRUE(ParseUpstreamFlag(std::string(good) + "=https://r.example.com").ok()) << good;
+  }
+  // A quote in a name broke every /metrics scrape (it lands in label values); spaces, slashes
+  // and control characters are no better in paths and logs.
+  for (const char* bad :
+       {"a\"b", "with space", "team/mirror", "tab\there", "back\\slash", "x{y}", "\u00e9t\u00e9"}) {
+    ServeConfig c;
+    std::string quoted;  // as a YAML double-quoted scalar
+    for (char ch : std::string(bad)) {
+      if (ch == '"' || ch == '\\') quoted.push_back('\\');
+      quoted.push_back(ch);
+    }
+    const std::string yaml =
+        "upstreams:\n  - name: \"" + quoted + "\"\n    url: https://r.example.com\n";
+    Status s = LoadServeConfig(yaml, &c);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.code(), Code::kInvalidArgument);
+    EXPECT_NE(s.message().find("upstreams[0].name"), std::string::npos) << s.ToString();
+    EXPECT_FALSE(ParseUpstreamFlag(std::string(bad) + "=https://r.example.com").ok()) << bad;
+  }
+}
+
 TEST(ServeConfigTest, AuthSection) {
   ServeConfig c;
   EXPECT_TRUE(c.auth.htpasswd.empty());  // anonymous by default
@@ -130,18 +160,24 @@ auth:
   htpasswd: /etc/regcache/htpasswd
   realm: team cache
   anonymous: [/healthz, /readyz]
-  max_failures: 3
+  user_failures: 2
+  failure_delay: 2s
+  max_failure_delay: 10m
   failure_window: 2m
-  lockout: 30s
+  address_failures: 20
+  verified_ttl: 1m
 )",
                            &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(c.auth.htpasswd, "/etc/regcache/htpasswd");
   EXPECT_EQ(c.auth.realm, "team cache");
   EXPECT_EQ(c.auth.anonymous, (std::vector<std::string>{"/healthz", "/readyz"}));
-  EXPECT_EQ(c.auth.max_failures, 3);
+  EXPECT_EQ(c.auth.user_failures, 2);
+  EXPECT_EQ(c.auth.failure_delay, std::chrono::seconds(2));
+  EXPECT_EQ(c.auth.max_failure_delay, std::chrono::seconds(600));
   EXPECT_EQ(c.auth.failure_window, std::chrono::seconds(120));
-  EXPECT_EQ(c.auth.lockout, std::chrono::seconds(30));
+  EXPECT_EQ(c.auth.address_failures, 20);
+  EXPECT_EQ(c.auth.verified_ttl, std::chrono::seconds(60));
 
   ServeConfig none;
   ASSERT_TRUE(LoadServeConfig("auth: {htpasswd: /h, anonymous: }", &none).ok());
@@ -153,15 +189,29 @@ auth:
            "auth: {htpasswd: /h, anonymous: [/v2/]}",     // registry paths need credentials
            "auth: {htpasswd: /h, anonymous: [metrics]}",  // not a path
            "auth: {htpasswd: /h, realm: 'a\"b'}",        // would break the header
-           "auth: {htpasswd: /h, max_failures: 0}",
-           "auth: {htpasswd: /h, lockout: soon}",
+           "auth: {htpasswd: /h, user_failures: -1}",
+           "auth: {htpasswd: /h, address_failures: 0}",
+           "auth: {htpasswd: /h, failure_delay: 0s}",
+           "auth: {htpasswd: /h, failure_delay: 10s, max_failure_delay: 5s}",
+           "auth: {htpasswd: /h, verified_ttl: 0s}",
        }) {
     ServeConfig b;
     EXPECT_FALSE(LoadServeConfig(bad, &b).ok()) << bad;
   }
-  ServeConfig d;
-  Status bad = LoadServeConfig("auth: {htpasswd: /h, failure_window: soon}", &d);
-  EXPECT_NE(bad.message().find("auth.failure_window"), std::string::npos) << bad.ToString();
+  // Each error names its key.
+  for (auto [yaml, key] : {
+           std::pair{"auth: {htpasswd: /h, failure_window: soon}", "auth.failure_window"},
+           {"auth: {htpasswd: /h, max_failure_delay: soon}", "auth.max_failure_delay"},
+           {"auth: {htpasswd: /h, address_failures: 0}", "auth.address_failures"},
+           {"auth: {htpasswd: /h, user_failures: 5000}", "auth.user_failures"},
+           // The lockout's settings are gone: the error says what replaced them.
+           {"auth: {htpasswd: /h, max_failures: 5}", "auth.user_failures"},
+           {"auth: {htpasswd: /h, lockout: 1m}", "auth.lockout is no longer a setting"},
+       }) {
+    ServeConfig d;
+    Status bad = LoadServeConfig(yaml, &d);
+    EXPECT_NE(bad.message().find(key), std::string::npos) << yaml << ": " << bad.ToString();
+  }
 }
 
 TEST(ServeConfigTest, BackingRegistryAsUrlOrMapping) {

@@ -1,6 +1,7 @@
 #include "base/cpus.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -64,6 +65,40 @@ std::optional<int> CpusFromCgroupMax(std::string_view text) {
   auto period = ParseNumber(text.substr(space + 1));
   if (!quota || !period) return std::nullopt;  // "max": no quota
   return static_cast<int>(std::max<long long>(1, (*quota + *period - 1) / *period));
+}
+
+std::optional<uint64_t> BytesFromCgroupMemoryLimit(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v == 0) {
+    return std::nullopt;  // "max", or nothing readable
+  }
+  return v;
+}
+
+uint64_t AvailableMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGE_SIZE);
+  uint64_t bytes = pages > 0 && page > 0
+                       ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
+                       : uint64_t{1} << 30;
+  // As for the CPU quota: the process's own cgroup, then the mounted root (in a container).
+  // cgroup v1 reports "no limit" as a huge number, which the minimum ignores.
+  const std::string v2 = CgroupPath("");
+  for (const std::string& dir : {"/sys/fs/cgroup" + v2, std::string("/sys/fs/cgroup")}) {
+    if (auto limit = BytesFromCgroupMemoryLimit(ReadFile(dir + "/memory.max"))) {
+      return std::min(bytes, *limit);
+    }
+  }
+  const std::string v1 = CgroupPath("memory");
+  for (const std::string& dir :
+       {"/sys/fs/cgroup/memory" + v1, std::string("/sys/fs/cgroup/memory")}) {
+    if (auto limit = BytesFromCgroupMemoryLimit(ReadFile(dir + "/memory.limit_in_bytes"))) {
+      return std::min(bytes, *limit);
+    }
+  }
+  return bytes;
 }
 
 int AvailableCpus() {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <unistd.h>
 
 namespace regcache {
 namespace {
@@ -24,6 +25,23 @@ TEST(CpusTest, NeverMoreThanTheAffinityMask) {
   const int available = AvailableCpus();
   EXPECT_GE(available, 1);
   EXPECT_LE(available, CPU_COUNT(&set));
+}
+
+TEST(CpusTest, ParsesCgroupMemoryLimits) {
+  EXPECT_EQ(BytesFromCgroupMemoryLimit("max\n"), std::nullopt);
+  EXPECT_EQ(BytesFromCgroupMemoryLimit("536870912\n"), 536870912u);
+  EXPECT_EQ(BytesFromCgroupMemoryLimit("9223372036854771712"), 9223372036854771712u);  // v1: none
+  EXPECT_EQ(BytesFromCgroupMemoryLimit(""), std::nullopt);
+  EXPECT_EQ(BytesFromCgroupMemoryLimit("0"), std::nullopt);
+  EXPECT_EQ(BytesFromCgroupMemoryLimit("-1"), std::nullopt);
+}
+
+TEST(CpusTest, AvailableMemoryIsAtMostPhysicalMemory) {
+  const uint64_t physical = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                            static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
+  const uint64_t available = AvailableMemoryBytes();
+  EXPECT_GT(available, 0u);
+  EXPECT_LE(available, physical);
 }
 
 }  // namespace

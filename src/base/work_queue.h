@@ -16,16 +16,24 @@ namespace regcache {
 
 class WorkQueue {
  public:
-  // Starts `threads` workers (at least 1); at most `max_queued` tasks wait beyond those running.
-  WorkQueue(std::string name, size_t threads, size_t max_queued);
+  // Two lanes share the threads: a worker takes every queued kPriority task before any kNormal
+  // one, so priority work never waits behind normal work, only behind the tasks running. Each
+  // lane has its own bound; normal work can be starved by a steady stream of priority work, so
+  // the priority lane is for work that is rare by construction (see http/auth.h).
+  enum class Lane { kNormal, kPriority };
+
+  // Starts `threads` workers (at least 1); at most `max_queued` normal tasks and
+  // `max_priority_queued` priority tasks wait beyond those running.
+  WorkQueue(std::string name, size_t threads, size_t max_queued, size_t max_priority_queued = 0);
   ~WorkQueue();  // Shutdown()
   WorkQueue(const WorkQueue&) = delete;
   WorkQueue& operator=(const WorkQueue&) = delete;
 
-  // Queues `task`. Returns false, without running it, when the queue is full or shut down.
-  bool TrySubmit(std::function<void()> task);
+  // Queues `task` in `lane`. Returns false, without running it, when that lane is full or the
+  // queue is shut down.
+  bool TrySubmit(std::function<void()> task, Lane lane = Lane::kNormal);
 
-  // Tasks queued or running now.
+  // Tasks queued (in both lanes) or running now.
   size_t load() const;
 
   // Stops accepting work, runs every task already queued, and joins the threads. Idempotent.
@@ -37,9 +45,11 @@ class WorkQueue {
   const std::string name_;
   const size_t threads_;
   const size_t max_queued_;
+  const size_t max_priority_queued_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
+  std::deque<std::function<void()>> priority_tasks_;
   size_t running_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;

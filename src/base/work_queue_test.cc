@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
+#include <vector>
 
 namespace regcache {
 namespace {
@@ -42,6 +44,47 @@ TEST(WorkQueueTest, ShutdownRunsWhatWasQueued) {
     }
   }  // destructor shuts down
   EXPECT_EQ(ran.load(), 50);
+}
+
+TEST(WorkQueueTest, PriorityTasksRunBeforeNormalOnesAndEachLaneHasItsBound) {
+  WorkQueue q("test", 1, 2, 1);
+  std::promise<void> release, started;
+  std::shared_future<void> gate = release.get_future().share();
+  std::mutex mu;
+  std::vector<std::string> order;
+  auto record = [&](std::string name) {
+    return [&, name] {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(name);
+    };
+  };
+  ASSERT_TRUE(q.TrySubmit([gate, &started] {
+    started.set_value();
+    gate.wait();
+  }));
+  started.get_future().wait();  // the one worker is busy from here on
+  EXPECT_TRUE(q.TrySubmit(record("normal 1")));
+  EXPECT_TRUE(q.TrySubmit(record("normal 2")));
+  EXPECT_FALSE(q.TrySubmit(record("normal 3")));  // the normal lane holds 2
+  EXPECT_TRUE(q.TrySubmit(record("priority 1"), WorkQueue::Lane::kPriority));
+  EXPECT_FALSE(q.TrySubmit(record("priority 2"), WorkQueue::Lane::kPriority));  // holds 1
+  EXPECT_EQ(q.load(), 4u);
+  release.set_value();
+  q.Shutdown();
+  EXPECT_EQ(order, (std::vector<std::string>{"priority 1", "normal 1", "normal 2"}));
+}
+
+TEST(WorkQueueTest, IdleWorkersTakePriorityTasksFirst) {
+  // Two idle workers and no queue for normal work: one priority task takes one of them, so only
+  // one normal task fits.
+  WorkQueue q("test", 2, 0, 0);
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  auto wait = [gate] { gate.wait(); };
+  EXPECT_TRUE(q.TrySubmit(wait, WorkQueue::Lane::kPriority));
+  EXPECT_TRUE(q.TrySubmit(wait));
+  EXPECT_FALSE(q.TrySubmit(wait));
+  release.set_value();
 }
 
 }  // namespace

@@ -29,7 +29,11 @@ constexpr Help kHelp[] = {
     {"regcache_connections_evicted_total", "counter",
      "Idle connections closed to make room for new ones at the connection cap."},
     {"regcache_tls_handshake_failures_total", "counter",
-     "TLS handshakes that failed (the log says why, e.g. an untrusted certificate)."},
+     "TLS handshakes that failed or timed out (the log says why, e.g. an untrusted certificate)."},
+    {"regcache_tls_handshakes_evicted_total", "counter",
+     "TLS handshakes closed to make room at max_handshakes (clients that stalled mid-handshake)."},
+    {"regcache_tls_handshakes_in_progress", "gauge",
+     "TLS handshakes past their ClientHello, holding OpenSSL state, when /metrics was read."},
     {"regcache_wrong_protocol_total", "counter",
      "Connections in the other protocol than the port's: received=tls (a ClientHello on a "
      "plain-HTTP port, answered with a TLS alert) or http (plain HTTP on the HTTPS port, 400)."},
@@ -64,7 +68,8 @@ constexpr Help kHelp[] = {
     {"regcache_auth_failures_total", "counter",
      "Failed logins: unknown user, wrong password or malformed Basic credentials."},
     {"regcache_auth_throttled_total", "counter",
-     "Requests answered 429 because their client address failed to log in too often."},
+     "Requests answered 429 because their user name from their client address, or the address "
+     "itself, failed to log in too often (back-off)."},
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "base/strings.h"
 #include "oci/reference.h"
@@ -81,6 +82,14 @@ void Upstream::SetRepositoryLists(std::vector<std::string> allow, std::vector<st
   lists_.store(
       std::make_shared<const RepositoryLists>(RepositoryLists{std::move(allow), std::move(deny)}));
   listed_.store(listed, std::memory_order_release);
+}
+
+bool IsValidUpstreamName(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  if (oci::IsValidRegistryHost(name)) return true;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
 }
 
 Result<std::unique_ptr<upstream::RegistryClient>> NewServeClient(
@@ -163,6 +172,11 @@ Status UpstreamSet::Build(std::vector<UpstreamConfig> configs, const std::string
                           std::vector<std::unique_ptr<Upstream>>* created, Active* out) {
   auto current = active_.load();
   for (auto& c : configs) {
+    if (!IsValidUpstreamName(c.name)) {
+      return InvalidArgument("upstream name '" + c.name +
+                             "' is neither a registry host nor made of letters, digits, '.', '_' "
+                             "and '-'");
+    }
     for (auto* u : out->list) {
       if (u->name() == c.name)
         return InvalidArgument("upstream '" + c.name + "' is configured twice");

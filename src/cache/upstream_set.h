@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -39,6 +40,12 @@ struct UpstreamConfig {
   std::vector<std::string> allow;
   std::vector<std::string> deny;
 };
+
+// Whether `name` may name an upstream: a registry host ("docker.io", "registry.example.com:5000")
+// or an identifier of letters, digits, '.', '_' and '-' ("internal"), at most 255 characters.
+// Names appear in request paths, log lines and /metrics labels, where a quote or a newline would
+// break every scrape.
+bool IsValidUpstreamName(std::string_view name);
 
 // Whether allow and deny lists (as in UpstreamConfig) let `repository` through.
 bool RepositoryAllowed(const std::vector<std::string>& allow, const std::vector<std::string>& deny,

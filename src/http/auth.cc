@@ -80,7 +80,7 @@ std::string_view BasicToken(std::string_view authorization) {
 
 int64_t CeilSeconds(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::seconds>(d + std::chrono::seconds(1) -
-                                                         Clock::duration(1))
+                                                          Clock::duration(1))
       .count();
 }
 
@@ -108,7 +108,7 @@ Result<std::shared_ptr<const Htpasswd>> Htpasswd::Parse(std::string_view text,
       return InvalidArgument(at + ": user '" + Printable(user) + "' has " + DescribeHash(hash) +
                              "; only bcrypt entries are accepted (create them with htpasswd -B)");
     }
-    if (cost == 0) cost = std::stoi(std::string(hash.substr(4, 2)));
+    cost = std::max(cost, (hash[4] - '0') * 10 + (hash[5] - '0'));
     if (!h->hashes_.emplace(user, std::string(hash)).second) {
       return InvalidArgument(at + ": user '" + Printable(user) + "' appears twice");
     }
@@ -116,7 +116,8 @@ Result<std::shared_ptr<const Htpasswd>> Htpasswd::Parse(std::string_view text,
   if (h->hashes_.empty()) {
     return InvalidArgument(where + ": no users (every request would be refused)");
   }
-  // Unknown users are checked against this, at the cost of the file's first entry.
+  // Unknown users are checked against this, at the highest cost in the file: at any lower one,
+  // an unknown user would answer faster than the users of that cost.
   char setting[CRYPT_GENSALT_OUTPUT_SIZE];
   auto data = std::make_unique<crypt_data>();
   if (!crypt_gensalt_rn("$2b$", static_cast<unsigned long>(cost), nullptr, 0, setting,
@@ -126,6 +127,7 @@ Result<std::shared_ptr<const Htpasswd>> Htpasswd::Parse(std::string_view text,
   const char* dummy = crypt_rn("regcache", setting, data.get(), sizeof(crypt_data));
   if (!dummy || dummy[0] == '*') return Internal("this system's crypt library has no bcrypt");
   h->dummy_ = dummy;
+  h->max_cost_ = cost;
   return std::shared_ptr<const Htpasswd>(std::move(h));
 }
 
@@ -140,54 +142,129 @@ Result<std::shared_ptr<const Htpasswd>> Htpasswd::Load(const std::string& path) 
 }
 
 bool Htpasswd::Verify(std::string_view user, std::string_view password) const {
+  // bcrypt would check only the first 72 bytes: a longer password would log in as any other
+  // that shares them. Refused for every user alike, so this says nothing about who exists.
+  if (password.size() > kBcryptMaxPasswordBytes) return false;
   auto it = hashes_.find(std::string(user));
   bool match = BcryptMatches(password, it == hashes_.end() ? dummy_ : it->second);
   return match && it != hashes_.end();
 }
 
-FailureLimiter::FailureLimiter(int max_failures, Clock::duration window, Clock::duration lockout,
-                               size_t max_tracked)
-    : max_failures_(max_failures), window_(window), lockout_(lockout), max_tracked_(max_tracked) {}
+FailureLimiter::FailureLimiter(Policy policy)
+    : policy_(policy), budget_step_(policy.window / std::max(1, policy.address_failures)) {}
 
-int64_t FailureLimiter::LockedFor(const std::string& address, Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(address);
-  if (it == entries_.end() || it->second.locked_until <= now) return 0;
-  return CeilSeconds(it->second.locked_until - now);
+bool FailureLimiter::Quiet(const UserEntry& u, Clock::time_point now) const {
+  return u.wait_until <= now && now - u.last_failure > policy_.window;
 }
 
-bool FailureLimiter::RecordFailure(const std::string& address, Clock::time_point now) {
+bool FailureLimiter::Quiet(const AddressEntry& a, Clock::time_point now) const {
+  return a.budget_at <= now && std::all_of(a.users.begin(), a.users.end(),
+                                           [&](const UserEntry& u) { return Quiet(u, now); });
+}
+
+Clock::duration FailureLimiter::BudgetWait(const AddressEntry& a, Clock::time_point now) const {
+  // address_failures failures at once put budget_at a window ahead; one more waits one step.
+  const auto ahead = a.budget_at - now;
+  return ahead > policy_.window - budget_step_ ? ahead - (policy_.window - budget_step_)
+                                               : Clock::duration::zero();
+}
+
+FailureLimiter::AddressEntry& FailureLimiter::AddressOf(const std::string& address,
+                                                        Clock::time_point now) {
+  auto it = entries_.find(address);
+  if (it != entries_.end()) return it->second;
+  if (entries_.size() >= policy_.max_tracked_addresses) {
+    std::erase_if(entries_, [&](const auto& kv) { return Quiet(kv.second, now); });
+  }
+  // Still full: memory stays bounded. An address whose budget is not spent loses its counts
+  // first; a flood from that many addresses defeats per-address counting anyway.
+  if (entries_.size() >= policy_.max_tracked_addresses) {
+    auto victim = std::find_if(entries_.begin(), entries_.end(), [&](const auto& kv) {
+      return BudgetWait(kv.second, now) == Clock::duration::zero();
+    });
+    entries_.erase(victim == entries_.end() ? entries_.begin() : victim);
+  }
+  return entries_.emplace(address, AddressEntry{}).first->second;
+}
+
+FailureLimiter::UserEntry& FailureLimiter::UserOf(AddressEntry& a, size_t user,
+                                                  Clock::time_point now) {
+  constexpr size_t kUsersPerAddress = 8;  // beyond, the address's budget does the limiting
+  for (auto& u : a.users) {
+    if (u.user == user) return u;
+  }
+  if (a.users.size() >= kUsersPerAddress) {
+    std::erase_if(a.users, [&](const UserEntry& u) { return Quiet(u, now); });
+  }
+  if (a.users.size() >= kUsersPerAddress) {
+    // The one that failed longest ago, preferring one that is not waiting.
+    auto victim =
+        std::min_element(a.users.begin(), a.users.end(), [&](const auto& x, const auto& y) {
+          const bool xw = x.wait_until > now, yw = y.wait_until > now;
+          return xw != yw ? !xw : x.last_failure < y.last_failure;
+        });
+    a.users.erase(victim);
+  }
+  a.users.push_back(UserEntry{user, 0, now, {}});
+  return a.users.back();
+}
+
+void FailureLimiter::CountUserFailure(UserEntry& u, Clock::time_point now, Failure* out) {
+  if (now - u.last_failure > policy_.window) u.failures = 0;
+  u.last_failure = now;
+  ++u.failures;
+  out->failures = u.failures;
+  if (u.failures <= policy_.user_failures) return;
+  // failure_delay after the first failure past user_failures, doubled by each one after it.
+  const int doublings = std::min(u.failures - policy_.user_failures - 1, 30);
+  Clock::duration wait = policy_.failure_delay;
+  for (int i = 0; i < doublings && wait < policy_.max_failure_delay; ++i) wait *= 2;
+  wait = std::min(wait, policy_.max_failure_delay);
+  u.wait_until = now + wait;
+  out->user_wait_s = CeilSeconds(wait);
+  const int64_t until = u.wait_until.time_since_epoch().count();
+  int64_t latest = latest_user_wait_.load();
+  while (latest < until && !latest_user_wait_.compare_exchange_weak(latest, until)) {
+  }
+}
+
+int64_t FailureLimiter::Check(const std::string& address, std::string_view user, Scope scope,
+                              Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(address);
-  if (it == entries_.end()) {
-    if (entries_.size() >= max_tracked_) {
-      std::erase_if(entries_, [&](const auto& kv) {
-        return kv.second.locked_until <= now && now - kv.second.window_start > window_;
-      });
-    }
-    // Still full: memory stays bounded. An address that is not locked out loses its count
-    // first; a flood from that many addresses defeats per-address counting anyway.
-    if (entries_.size() >= max_tracked_) {
-      auto victim = std::find_if(entries_.begin(), entries_.end(),
-                                 [&](const auto& kv) { return kv.second.locked_until <= now; });
-      entries_.erase(victim == entries_.end() ? entries_.begin() : victim);
-    }
-    it = entries_.emplace(address, Entry{0, now, {}}).first;
+  if (it == entries_.end()) return 0;
+  AddressEntry& a = it->second;
+  const size_t hash = std::hash<std::string_view>()(user);
+  for (const auto& u : a.users) {
+    if (u.user == hash && u.wait_until > now) return CeilSeconds(u.wait_until - now);
   }
-  Entry& e = it->second;
-  if (now - e.window_start > window_) {
-    e.failures = 0;
-    e.window_start = now;
-  }
-  if (++e.failures < max_failures_) return false;
-  e.failures = 0;
-  e.locked_until = now + lockout_;
-  e.window_start = e.locked_until;
-  const int64_t until = e.locked_until.time_since_epoch().count();
-  int64_t latest = latest_unlock_.load();
-  while (latest < until && !latest_unlock_.compare_exchange_weak(latest, until)) {
-  }
-  return true;
+  if (scope == Scope::kUser) return 0;
+  const auto wait = BudgetWait(a, now);
+  if (wait == Clock::duration::zero()) return 0;
+  Failure ignored;
+  CountUserFailure(UserOf(a, hash, now), now, &ignored);
+  return CeilSeconds(wait);
+}
+
+FailureLimiter::Failure FailureLimiter::RecordFailure(const std::string& address,
+                                                      std::string_view user,
+                                                      Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  AddressEntry& a = AddressOf(address, now);
+  Failure out;
+  CountUserFailure(UserOf(a, std::hash<std::string_view>()(user), now), now, &out);
+  const bool was_spent = BudgetWait(a, now) > Clock::duration::zero();
+  a.budget_at = std::max(a.budget_at, now) + budget_step_;
+  out.address_spent = !was_spent && BudgetWait(a, now) > Clock::duration::zero();
+  return out;
+}
+
+void FailureLimiter::RecordSuccess(const std::string& address, std::string_view user) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(address);
+  if (it == entries_.end()) return;
+  const size_t hash = std::hash<std::string_view>()(user);
+  std::erase_if(it->second.users, [hash](const UserEntry& u) { return u.user == hash; });
 }
 
 size_t FailureLimiter::tracked() {
@@ -207,21 +284,42 @@ size_t Authenticator::FingerprintHash::operator()(const Fingerprint& f) const {
   return h;
 }
 
-Authenticator::Authenticator(AuthOptions options, cache::Metrics* metrics)
+namespace {
+
+FailureLimiter::Policy PolicyOf(const AuthOptions& o) {
+  FailureLimiter::Policy p;
+  p.user_failures = o.user_failures;
+  p.failure_delay = o.failure_delay;
+  p.max_failure_delay = o.max_failure_delay;
+  p.window = o.failure_window;
+  p.address_failures = o.address_failures;
+  p.max_tracked_addresses = o.max_tracked_addresses;
+  return p;
+}
+
+Clock::time_point SteadyNow() { return Clock::now(); }
+
+// The user name in decoded Basic credentials ("user:password"); all of it without a colon.
+std::string_view UserPart(std::string_view decoded) { return decoded.substr(0, decoded.find(':')); }
+
+}  // namespace
+
+Authenticator::Authenticator(AuthOptions options, cache::Metrics* metrics, Now now)
     : options_(std::move(options)),
       metrics_(metrics),
+      now_(now ? now : &SteadyNow),
+      known_good_for_(std::max<Clock::duration>(kKnownGoodFor, options_.verified_ttl)),
       challenge_("Basic realm=\"" + options_.realm + "\""),
       digest_(std::make_unique<Digest>()),
-      limiter_(options_.max_failures, options_.failure_window, options_.lockout,
-               options_.max_tracked_addresses) {}
+      limiter_(PolicyOf(options_)) {}
 
 Authenticator::~Authenticator() = default;
 
 Result<std::shared_ptr<Authenticator>> Authenticator::Create(AuthOptions options,
-                                                             cache::Metrics* metrics) {
+                                                             cache::Metrics* metrics, Now now) {
   RC_RETURN_IF_ERROR(ValidateAuthOptions(options));
   RC_ASSIGN_OR_RETURN(auto users, Htpasswd::Load(options.htpasswd));
-  std::shared_ptr<Authenticator> a(new Authenticator(std::move(options), metrics));
+  std::shared_ptr<Authenticator> a(new Authenticator(std::move(options), metrics, now));
   if (!a->digest_->md) return Internal("OpenSSL has no SHA-256");
   if (RAND_bytes(a->salt_.data(), static_cast<int>(a->salt_.size())) != 1) {
     return Internal("no random bytes for the credential cache");
@@ -238,13 +336,19 @@ Status Authenticator::Reload() {
 
 void Authenticator::SetUsers(std::shared_ptr<const Htpasswd> users) {
   const size_t n = users->size();
+  bool same;
   {
     std::unique_lock<std::shared_mutex> lock(verified_mu_);
+    // A reload for something else (a certificate, an upstream) reads the same file again: what
+    // verified against it still holds, known-good credentials included.
+    same = users_ && users_->SameEntries(*users);
     users_ = std::move(users);
-    verified_.clear();
-    ++generation_;
+    if (!same) {
+      verified_.clear();
+      ++generation_;
+    }
   }
-  spdlog::info("auth: {} user(s) now", n);
+  spdlog::info("auth: {} user(s) now{}", n, same ? " (unchanged)" : "");
 }
 
 size_t Authenticator::users() const {
@@ -277,59 +381,80 @@ Authenticator::Fingerprint Authenticator::FingerprintOf(std::string_view token) 
   return out;
 }
 
-bool Authenticator::Cached(const Fingerprint& f, Clock::time_point now) const {
+std::optional<Clock::time_point> Authenticator::VerifiedAt(const Fingerprint& f) const {
   std::shared_lock<std::shared_mutex> lock(verified_mu_);
   auto it = verified_.find(f);
-  return it != verified_.end() && it->second > now;
+  if (it == verified_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool Authenticator::Cached(const Fingerprint& f, Clock::time_point now) const {
+  auto at = VerifiedAt(f);
+  return at && now - *at < options_.verified_ttl;
 }
 
 void Authenticator::Remember(const Fingerprint& f, uint64_t generation, Clock::time_point now) {
   std::unique_lock<std::shared_mutex> lock(verified_mu_);
   if (generation != generation_) return;  // verified against a user set since replaced
   if (verified_.size() >= options_.max_verified) {
-    std::erase_if(verified_, [now](const auto& kv) { return kv.second <= now; });
+    // Known-good ones past their day first, then those only known-good, then all.
+    std::erase_if(verified_, [&](const auto& kv) { return now - kv.second >= known_good_for_; });
+    if (verified_.size() >= options_.max_verified) {
+      std::erase_if(verified_,
+                    [&](const auto& kv) { return now - kv.second >= options_.verified_ttl; });
+    }
     if (verified_.size() >= options_.max_verified) verified_.clear();
   }
-  verified_[f] = now + options_.verified_ttl;
+  verified_[f] = now;
 }
 
-Status Authenticator::LockedOut(int64_t seconds) {
+Status Authenticator::Throttled(int64_t seconds, const char* why) {
   if (metrics_) metrics_->Count("regcache_auth_throttled_total", "");
-  return upstream::WithRetryAfter(
-      Status(Code::kRateLimited, "too many failed logins from this address"), seconds);
+  return upstream::WithRetryAfter(Status(Code::kRateLimited, why), seconds);
 }
 
 bool Authenticator::Recognized(std::string_view authorization) const {
-  const auto now = Clock::now();
-  if (limiter_.AnyLocked(now)) return false;
+  const auto now = now_();
+  if (limiter_.AnyUserWaits(now)) return false;
   std::string_view token = BasicToken(authorization);
   return !token.empty() && Cached(FingerprintOf(token), now);
 }
 
 Status Authenticator::Screen(std::string_view authorization, const std::string& peer,
-                             bool* verify) {
-  *verify = false;
-  const auto now = Clock::now();
-  if (limiter_.AnyLocked(now)) {
-    if (int64_t s = limiter_.LockedFor(peer, now)) return LockedOut(s);
-  }
+                             Check* check) {
+  *check = Check::kDone;
+  const auto now = now_();
   std::string_view token = BasicToken(authorization);
   // Clients without credentials may still answer the challenge, with an empty user and password
   // (containers/image does): that is no login attempt, so no failure to count.
   if (token.empty() || (token.size() <= 4 && Base64Decode(token) == ":")) {
     return Status(Code::kUnauthenticated, "authentication required");
   }
-  *verify = !Cached(FingerprintOf(token), now);
+  const Fingerprint f = FingerprintOf(token);
+  const auto verified_at = VerifiedAt(f);
+  const bool cached = verified_at && now - *verified_at < options_.verified_ttl;
+  if (cached && !limiter_.AnyUserWaits(now)) return Status::Ok();
+  auto decoded = Base64Decode(token);
+  const std::string_view user = decoded ? UserPart(*decoded) : std::string_view();
+  // Even a credential verified recently waits out its own user name's back-off from this
+  // address: a guesser must not learn which of its guesses was right meanwhile.
+  const int64_t wait = limiter_.Check(
+      peer, user, cached ? FailureLimiter::Scope::kUser : FailureLimiter::Scope::kUserAndAddress,
+      now);
+  if (decoded) OPENSSL_cleanse(decoded->data(), decoded->size());
+  if (wait > 0) return Throttled(wait, "too many failed logins; retry later");
+  if (!cached) {
+    *check =
+        verified_at && now - *verified_at < known_good_for_ ? Check::kKnownGood : Check::kUnknown;
+  }
   return Status::Ok();
 }
 
 Status Authenticator::Verify(std::string_view authorization, const std::string& peer) {
-  auto now = Clock::now();
-  // Another request may have locked this address out, or verified these credentials, while
-  // this one waited for a worker.
-  if (int64_t s = limiter_.LockedFor(peer, now)) return LockedOut(s);
+  auto now = now_();
   std::string_view token = BasicToken(authorization);
   const Fingerprint f = FingerprintOf(token);
+  // Another request may have verified these credentials while this one waited for a worker.
   if (!token.empty() && Cached(f, now)) return Status::Ok();
   std::shared_ptr<const Htpasswd> users;
   uint64_t generation;
@@ -341,29 +466,53 @@ Status Authenticator::Verify(std::string_view authorization, const std::string& 
   auto decoded = Base64Decode(token);
   std::string user;
   bool ok = false;
+  bool too_long = false;
   size_t colon = decoded ? decoded->find(':') : std::string::npos;
+  if (decoded) user = std::string(UserPart(*decoded));
+  // Or started backing off while this one waited for a worker.
+  if (int64_t wait = limiter_.Check(peer, user, FailureLimiter::Scope::kUserAndAddress, now)) {
+    if (decoded) OPENSSL_cleanse(decoded->data(), decoded->size());
+    return Throttled(wait, "too many failed logins; retry later");
+  }
   if (colon != std::string::npos) {
-    user = decoded->substr(0, colon);
-    ok = users->Verify(user, std::string_view(*decoded).substr(colon + 1));
+    std::string_view password = std::string_view(*decoded).substr(colon + 1);
+    too_long = password.size() > kBcryptMaxPasswordBytes;
+    ok = users->Verify(user, password);
   }
   if (decoded) OPENSSL_cleanse(decoded->data(), decoded->size());
-  now = Clock::now();
+  now = now_();
   if (ok) {
     Remember(f, generation, now);
+    limiter_.RecordSuccess(peer, user);
     spdlog::info("auth: user '{}' logged in from {}", Printable(user), peer);
     return Status::Ok();
   }
   if (metrics_) metrics_->Count("regcache_auth_failures_total", "");
-  const bool locked = limiter_.RecordFailure(peer, now);
+  const FailureLimiter::Failure failure = limiter_.RecordFailure(peer, user, now);
   if (colon == std::string::npos) {
     spdlog::warn("auth: failed login from {}: malformed Basic credentials", peer);
+  } else if (too_long) {
+    spdlog::warn(
+        "auth: failed login from {} as user '{}': the password is longer than {} bytes, which "
+        "bcrypt cannot check; such passwords are refused (choose a shorter one)",
+        peer, Printable(user), kBcryptMaxPasswordBytes);
   } else {
     spdlog::warn("auth: failed login from {} as user '{}'", peer, Printable(user));
   }
-  if (locked) {
+  if (failure.user_wait_s > 0) {
     spdlog::warn(
-        "auth: {} failed logins from {} within {} s: its requests are refused with 429 for {} s",
-        options_.max_failures, peer, options_.failure_window.count(), options_.lockout.count());
+        "auth: {} failed logins in a row as user '{}' from {}: its next login as '{}' "
+        "is refused with 429 for {} s (doubling with each failure, up to {} s)",
+        failure.failures, Printable(user), peer, Printable(user), failure.user_wait_s,
+        options_.max_failure_delay.count());
+  }
+  if (failure.address_spent) {
+    spdlog::warn(
+        "auth: {} failed logins from {} within {} s: its logins that need a password check are "
+        "refused with 429 until its failures fall below that rate (credentials verified in the "
+        "last {} s still pass)",
+        options_.address_failures, peer, options_.failure_window.count(),
+        options_.verified_ttl.count());
   }
   return Status(Code::kUnauthenticated, "invalid username or password");
 }

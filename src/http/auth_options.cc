@@ -23,10 +23,22 @@ Status ValidateAuthOptions(const AuthOptions& o) {
                              ") always need credentials when auth is on");
     }
   }
-  if (o.max_failures < 1) return InvalidArgument("auth.max_failures must be at least 1");
-  if (o.failure_window.count() < 1 || o.lockout.count() < 1) {
-    return InvalidArgument("auth.failure_window and auth.lockout must be at least 1s");
+  if (o.user_failures < 0 || o.user_failures > 1000) {
+    return InvalidArgument("auth.user_failures must be between 0 and 1000");
   }
+  if (o.address_failures < 1 || o.address_failures > 100000) {
+    return InvalidArgument("auth.address_failures must be between 1 and 100000");
+  }
+  if (o.failure_delay.count() < 1) return InvalidArgument("auth.failure_delay must be at least 1s");
+  if (o.max_failure_delay < o.failure_delay) {
+    return InvalidArgument("auth.max_failure_delay must be at least auth.failure_delay");
+  }
+  if (o.max_failure_delay > std::chrono::hours(24)) {
+    return InvalidArgument("auth.max_failure_delay must be at most 24h");
+  }
+  if (o.failure_window.count() < 1)
+    return InvalidArgument("auth.failure_window must be at least 1s");
+  if (o.verified_ttl.count() < 1) return InvalidArgument("auth.verified_ttl must be at least 1s");
   if (o.max_verified < 1 || o.max_tracked_addresses < 1) {
     return InvalidArgument("auth: cache sizes must be at least 1");
   }

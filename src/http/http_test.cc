@@ -3,9 +3,24 @@
 #include "http/errors.h"
 #include "http/range.h"
 #include "http/route.h"
+#include "http/server.h"
 
 namespace regcache::http {
 namespace {
+
+TEST(ServerTest, TheDefaultConnectionCapFitsDescriptorsAndMemory) {
+  constexpr uint64_t GiB = uint64_t{1} << 30;
+  // Plenty of memory: the descriptor limit decides, less what files and upstreams need.
+  EXPECT_EQ(DefaultMaxConnections(65536, 64 * GiB, false), 65536u - 1024);
+  EXPECT_EQ(DefaultMaxConnections(1024, 64 * GiB, true), 512u);
+  // systemd's 524288 descriptors in a 1 GiB container: a quarter of the memory decides, at
+  // 16 KiB a plain connection and 128 KiB a TLS one.
+  EXPECT_EQ(DefaultMaxConnections(524288, GiB, false), 16384u);
+  EXPECT_EQ(DefaultMaxConnections(524288, GiB, true), 2048u);
+  // Never below 64 for lack of memory (but never above what the descriptors allow).
+  EXPECT_EQ(DefaultMaxConnections(524288, 1 << 20, true), 64u);
+  EXPECT_EQ(DefaultMaxConnections(100, 1 << 20, true), 50u);
+}
 
 TEST(RangeTest, Forms) {
   auto r = ParseRange("bytes=0-99", 1000);

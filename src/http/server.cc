@@ -19,14 +19,18 @@
 #include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
+#include "base/cpus.h"
+#include "base/once_per_interval.h"
 #include "base/strings.h"
 #include "base/work_queue.h"
 #include "http/auth.h"
 #include "http/errors.h"
+#include "http/handshake_slots.h"
 #include "http/range.h"
 #include "http/route.h"
 #include "http/status_page.h"
@@ -45,8 +49,12 @@ using namespace asio::experimental::awaitable_operators;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
 // A TLS connection, layered on the session's own tcp_stream.
 using TlsStream = beast::ssl_stream<beast::tcp_stream&>;
-// The longest a TLS handshake may take (and at most idle_timeout).
-constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(15);
+// bcrypt checks that may wait for one of the two auth threads, in each lane.
+constexpr size_t kAuthQueue = 64;
+// What the first read of a connection asks for: a TLS record header, enough to tell the protocol.
+constexpr size_t kTlsRecordHeader = 5;
+// A client in the wrong protocol, or failing handshakes, is logged once per address this often.
+constexpr int kProtocolNoteMinutes = 10;
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 using Request = bhttp::request<bhttp::empty_body>;
@@ -247,7 +255,9 @@ class ServerImpl : public Server {
         metrics_(metrics),
         local_("local", static_cast<size_t>(std::max(1, options_.worker_threads)), 4096),
         auth_(std::move(auth)),
-        auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, 64) : nullptr),
+        // Guesses cannot delay credentials that verified before: those have a lane of their own.
+        auth_workers_(auth_ ? std::make_unique<WorkQueue>("auth", 2, kAuthQueue, kAuthQueue)
+                            : nullptr),
         status_(metrics, upstreams, cache),
         ioc_(std::make_unique<asio::io_context>(1)),
         acceptor_(std::make_unique<tcp::acceptor>(*ioc_)),
@@ -275,7 +285,10 @@ class ServerImpl : public Server {
     if (options_.tls.enabled()) {
       RC_ASSIGN_OR_RETURN(tls_, TlsContexts::Create(options_.tls));
       metrics_.SetGauge("regcache_tls_certificate_expiry_timestamp_seconds", "", tls_->NotAfter());
-      spdlog::info("TLS certificate: {}", tls_->Describe());
+      // An expired certificate does not stop the start: clients that verify refuse it, but
+      // /healthz, /metrics and clients that skip verification keep working, /readyz says why,
+      // and a renewal is picked up without a restart.
+      LogCertificate("TLS certificate: ");
     }
     beast::error_code ec;
     auto address = asio::ip::make_address(options_.host == "" ? "0.0.0.0" : options_.host, ec);
@@ -291,10 +304,14 @@ class ServerImpl : public Server {
     }
     port_ = acceptor_->local_endpoint().port();
     if (options_.max_connections == 0) {
-      // Leave descriptors for blob files, fills, upstream connections and SQLite.
       struct rlimit rl;
-      size_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
-      options_.max_connections = limit > 2048 ? limit - 1024 : limit / 2;
+      const uint64_t descriptors = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+      const uint64_t memory = AvailableMemoryBytes();
+      options_.max_connections = DefaultMaxConnections(descriptors, memory, tls_ != nullptr);
+      spdlog::info(
+          "connection cap {} (max_connections: 0, from {} file descriptors and {} MiB of "
+          "memory)",
+          options_.max_connections, descriptors, memory >> 20);
     }
     return Status::Ok();
   }
@@ -361,8 +378,11 @@ class ServerImpl : public Server {
       const auto every = tls_->watch_interval();
       timer.expires_after(every.count() > 0 ? every : std::chrono::seconds(5));
       co_await timer.async_wait(kTuple);
-      if (stopping_ || every.count() == 0) continue;
-      if (auto s = tls_->ReloadIfChanged()) LogTlsReload("certificate files changed", *s);
+      if (stopping_) continue;
+      if (every.count() > 0) {
+        if (auto s = tls_->ReloadIfChanged()) LogTlsReload("certificate files changed", *s);
+      }
+      CheckCertificate();
     }
   }
 
@@ -375,7 +395,40 @@ class ServerImpl : public Server {
     }
     metrics_.Count("regcache_tls_reloads_total", "result=\"ok\"");
     metrics_.SetGauge("regcache_tls_certificate_expiry_timestamp_seconds", "", tls_->NotAfter());
-    spdlog::info("{}: TLS certificate reloaded: {}", trigger, tls_->Describe());
+    LogCertificate(std::string(trigger) + ": TLS certificate reloaded: ");
+  }
+
+  // The certificate served, at a level that says how soon it expires: info while valid, warn
+  // within kCertificateWarning of its expiry, error once expired (and /readyz answers 503).
+  void LogCertificate(const std::string& what) {
+    const auto state = CertificateStateAt(tls_->NotAfter(), std::time(nullptr));
+    certificate_state_ = static_cast<int>(state);
+    const std::string line = what + tls_->Describe();
+    if (state == CertificateState::kExpired) {
+      spdlog::error(
+          "{}: clients that verify certificates refuse it, and /readyz answers 503 "
+          "until a renewed certificate is loaded (on a change of the files or SIGHUP)",
+          line);
+    } else if (state == CertificateState::kExpiresSoon) {
+      spdlog::warn("{}: renew it within days", line);
+    } else {
+      spdlog::info("{}", line);
+    }
+  }
+
+  // A certificate that comes near its expiry, or passes it, while being served: said once.
+  void CheckCertificate() {
+    const auto state = CertificateStateAt(tls_->NotAfter(), std::time(nullptr));
+    if (static_cast<int>(state) != certificate_state_.load()) LogCertificate("TLS certificate: ");
+  }
+
+  // Why /readyz says the TLS listener does not work fully: empty when it does.
+  std::string TlsUnready() const {
+    if (!tls_ ||
+        CertificateStateAt(tls_->NotAfter(), std::time(nullptr)) != CertificateState::kExpired) {
+      return "";
+    }
+    return "the certificate served has expired (" + tls_->Describe() + ")";
   }
 
   void BeginShutdown() {
@@ -578,18 +631,26 @@ class ServerImpl : public Server {
       sessions_.insert(state);
     }
     SessionGuard guard{this, state};
+    // On a TLS port the ClientHello must arrive, and the handshake end, within this.
+    const auto handshake_deadline = std::chrono::steady_clock::now() +
+                                    (tls_ ? std::min<std::chrono::steady_clock::duration>(
+                                                tls_->handshake_timeout(), options_.idle_timeout)
+                                          : std::chrono::steady_clock::duration::zero());
+    if (tls_) stream.expires_at(handshake_deadline);
     beast::flat_buffer buffer;
     // The first bytes tell the protocol: TLS opens with a handshake record, HTTP with a method.
-    // They stay in `buffer` for the HTTP parser or the TLS handshake. (SweepIdle bounds the wait.)
-    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
-    if (ec) co_return;  // closed without a word (e.g. a port probe), or idle
+    // They stay in `buffer` for the HTTP parser or the TLS handshake. Only a record header's
+    // worth is asked for, so a client that sends nothing, or little, holds next to no buffer
+    // (the parser and the handshake read on). SweepIdle bounds the wait on a plain port.
+    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kTlsRecordHeader), kTuple);
+    if (ec) co_return;  // closed without a word (e.g. a port probe), idle, or past the deadline
     buffer.commit(n);
     const bool hello =
         *static_cast<const unsigned char*>(buffer.data().data()) == kTlsHandshakeRecord;
     if (hello != (tls_ != nullptr)) {
       co_await WrongProtocol(stream, buffer, hello);
     } else if (tls_) {
-      co_await ServeTls(stream, buffer, state.get());
+      co_await ServeTls(stream, buffer, state);
     } else {
       co_await Requests(stream, buffer, state.get());
       beast::error_code ignored;
@@ -597,26 +658,74 @@ class ServerImpl : public Server {
     }
   }
 
+  // Reads on until `buffer` holds the whole first TLS record (the ClientHello, as a rule):
+  // until then no OpenSSL state exists for the connection, so a client that stalls mid-hello
+  // costs only these bytes. False if the client closed, hit the deadline (set on `stream`) or
+  // sent no valid record header.
+  static awaitable<bool> ReadFirstTlsRecord(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+    while (true) {
+      const auto bytes = TlsRecordBytes(
+          std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
+      if (!bytes) co_return false;
+      if (*bytes > 0 && buffer.size() >= *bytes) co_return true;
+      const size_t want = *bytes > 0 ? *bytes - buffer.size() : kTlsRecordHeader - buffer.size();
+      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(want), kTuple);
+      if (ec) co_return false;
+      buffer.commit(n);
+    }
+  }
+
   // A TLS connection: the handshake (its ClientHello already in `buffer`) under a deadline, the
   // requests as on a plain connection, then close_notify.
   awaitable<void> ServeTls(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                           SessionState* state) {
+                           const std::shared_ptr<SessionState>& state) {
+    const std::string peer = Peer(stream);  // a timeout closes the socket
+    if (!co_await ReadFirstTlsRecord(stream, buffer)) {
+      metrics_.Count("regcache_tls_handshake_failures_total", "");
+      if (!stopping_) NoteTlsFailure(peer, "no complete ClientHello in time");
+      co_return;
+    }
+    // Past the ClientHello a handshake holds OpenSSL's state: at most max_handshakes at once,
+    // the oldest closed to make room (see http/handshake_slots.h).
+    bool evicted = false;
+    auto slot = handshakes_.Enter(
+        tls_->max_handshakes(),
+        [state] {
+          asio::post(state->executor, [state] {
+            state->evicted = true;
+            if (!state->closed) {
+              beast::error_code ignored;
+              state->stream->socket().close(ignored);
+            }
+          });
+        },
+        &evicted);
+    if (evicted) {
+      metrics_.Count("regcache_tls_handshakes_evicted_total", "");
+      uint64_t more = 0;
+      if (cap_notes_.ShouldLog("", std::chrono::steady_clock::now(), &more)) {
+        spdlog::warn(
+            "TLS handshakes in progress reached max_handshakes ({}): closing the oldest to make "
+            "room (clients that stall mid-handshake, or a burst); {} more since the last line, "
+            "counted in regcache_tls_handshakes_evicted_total",
+            tls_->max_handshakes(), more);
+      }
+    }
     // This connection's context, whatever reloads come while it is open.
     std::shared_ptr<asio::ssl::context> context = tls_->Current();
     TlsStream tls(stream, *context);
-    const std::string peer = Peer(stream);  // a timeout closes the socket
-    stream.expires_after(
-        std::min<std::chrono::steady_clock::duration>(kTlsHandshakeTimeout, options_.idle_timeout));
     auto [ec, used] =
         co_await tls.async_handshake(asio::ssl::stream_base::server, buffer.data(), kTuple);
+    slot.reset();
     if (ec) {
+      if (state->evicted) co_return;  // counted as evicted
       metrics_.Count("regcache_tls_handshake_failures_total", "");
-      if (!stopping_) spdlog::info("TLS handshake with {} failed: {}", peer, ec.message());
+      if (!stopping_) NoteTlsFailure(peer, ec.message());
       co_return;
     }
     stream.expires_never();
     buffer.consume(used);
-    co_await Requests(tls, buffer, state);
+    co_await Requests(tls, buffer, state.get());
     // close_notify without waiting for the client's (it may never send one).
     SSL_set_shutdown(tls.native_handle(), SSL_RECEIVED_SHUTDOWN);
     stream.expires_after(std::chrono::seconds(1));
@@ -625,32 +734,67 @@ class ServerImpl : public Server {
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 
+  // A failed handshake, logged once per client address per interval (a client retrying in a
+  // loop, or a flood, would fill the log); all are counted.
+  void NoteTlsFailure(const std::string& peer, const std::string& why) {
+    uint64_t more = 0;
+    if (!protocol_notes_.ShouldLog("handshake " + AddressOf(peer), std::chrono::steady_clock::now(),
+                                   &more)) {
+      return;
+    }
+    spdlog::info("TLS handshake with {} failed: {}{}", peer, why, MoreFromThere(more));
+  }
+
+  // " (and N more from this address since its last line)", for a line that stands for several.
+  static std::string MoreFromThere(uint64_t more) {
+    if (more == 0) return "";
+    return " (and " + std::to_string(more) + " more from this address since its last line)";
+  }
+
+  // "203.0.113.9" of "203.0.113.9:41234" (and "2001:db8::1" of "2001:db8::1:41234").
+  static std::string AddressOf(const std::string& peer) {
+    const size_t colon = peer.rfind(':');
+    return colon == std::string::npos ? peer : peer.substr(0, colon);
+  }
+
   // A client speaking the other protocol than the port. A TLS ClientHello on a plain port gets a
   // fatal TLS alert, which every TLS client reports at once (and podman/skopeo set `insecure`
   // fall back to plain HTTP); plain HTTP on a TLS port gets a 400 saying to use https://. Both
-  // are logged; then a close that lets the client read the answer.
+  // are counted, and logged once per client address per kProtocolNoteMinutes (podman does it on
+  // every pull); then a close that lets the client read the answer.
   awaitable<void> WrongProtocol(beast::tcp_stream& stream, beast::flat_buffer& buffer, bool hello) {
+    const std::string peer = Peer(stream);
+    uint64_t more = 0;
+    const bool note = protocol_notes_.ShouldLog((hello ? "tls " : "http ") + AddressOf(peer),
+                                                std::chrono::steady_clock::now(), &more);
     if (hello) {
       metrics_.Count("regcache_wrong_protocol_total", "received=\"tls\"");
-      spdlog::warn(
-          "TLS ClientHello from {} on a plain-HTTP port: answered with a TLS alert; configure "
-          "--tls-cert/--tls-key or use http://",
-          Peer(stream));
+      if (note) {
+        spdlog::warn(
+            "TLS ClientHello from {} on a plain-HTTP port: answered with a TLS alert. podman, "
+            "buildah and skopeo do this on every pull from a registry set `insecure = true` (they "
+            "try HTTPS first, then fall back to HTTP): expected from them; other clients: use "
+            "http://, or configure --tls-cert/--tls-key. Logged once per address every {} min, "
+            "counted in regcache_wrong_protocol_total{{received=\"tls\"}}{}",
+            peer, kProtocolNoteMinutes, MoreFromThere(more));
+      }
       stream.expires_after(options_.write_timeout);
       co_await asio::async_write(stream, asio::buffer(kTlsHandshakeFailureAlert), kTuple);
     } else {
       bhttp::request_parser<bhttp::empty_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
-      // The request's header, for the log (SweepIdle bounds the wait).
+      // The request's header, for the log (within the handshake deadline).
       auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
       const Request& req = parser.get();
       const std::string host = ec ? "" : std::string(req[bhttp::field::host]);
       metrics_.Count("regcache_wrong_protocol_total", "received=\"http\"");
-      spdlog::warn(
-          "plain HTTP request from {} on the HTTPS port{}: answered 400; use https://",
-          Peer(stream),
-          ec ? std::string()
-             : " (" + std::string(req.method_string()) + " " + std::string(req.target()) + ")");
+      if (note) {
+        spdlog::warn(
+            "plain HTTP request from {} on the HTTPS port{}: answered 400; use https://{}", peer,
+            ec ? std::string()
+               : " (" + std::string(req.method_string()) + " " + std::string(req.target()) + ")",
+            MoreFromThere(more));
+      }
       Reply r = ErrorReply(400, "UNSUPPORTED",
                            "this port speaks HTTPS only: use https://" +
                                (host.empty() ? std::string("HOST:PORT") : host) + "/");
@@ -747,10 +891,10 @@ class ServerImpl : public Server {
   // pass a named local of their frame. (No coroutine lambdas here: GCC 12 double-destroys their
   // captures.)
   template <typename F>
-  auto RunOn(WorkQueue& queue, F& f) {
+  auto RunOn(WorkQueue& queue, F& f, WorkQueue::Lane lane = WorkQueue::Lane::kNormal) {
     using R = std::invoke_result_t<F&>;
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::optional<R>)>(
-        [&queue, &f](auto handler) {
+        [&queue, &f, lane](auto handler) {
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
           auto finish = [h](std::optional<R> result) {
             auto ex = asio::get_associated_executor(*h);
@@ -758,7 +902,7 @@ class ServerImpl : public Server {
               std::move (*h)(std::move(result));
             });
           };
-          if (!queue.TrySubmit([&f, finish] { finish(std::optional<R>(f())); })) {
+          if (!queue.TrySubmit([&f, finish] { finish(std::optional<R>(f())); }, lane)) {
             finish(std::nullopt);
           }
         },
@@ -910,7 +1054,7 @@ class ServerImpl : public Server {
 
   // Whether the request may go on: Ok, or the refusal (kUnauthenticated: 401, kRateLimited:
   // 429, kUnavailable: 503). A credential verified recently is decided here; one that needs a
-  // bcrypt run is checked on auth_workers_.
+  // bcrypt run is checked on auth_workers_, ahead of guesses if it verified before.
   awaitable<Status> Authenticate(const tcp::socket& socket, const Request& req) {
     std::string_view target(req.target().data(), req.target().size());
     if (!auth_->Required(target.substr(0, target.find('?')))) co_return Status::Ok();
@@ -918,11 +1062,13 @@ class ServerImpl : public Server {
     beast::error_code ec;
     auto peer_ep = socket.remote_endpoint(ec);
     const std::string peer = ec ? std::string("unknown") : PeerAddress(peer_ep.address());
-    bool verify = false;
-    Status screened = auth_->Screen(authorization, peer, &verify);
-    if (!screened.ok() || !verify) co_return screened;
+    Authenticator::Check check = Authenticator::Check::kDone;
+    Status screened = auth_->Screen(authorization, peer, &check);
+    if (!screened.ok() || check == Authenticator::Check::kDone) co_return screened;
     auto work = [this, authorization, &peer] { return auth_->Verify(authorization, peer); };
-    auto verified = co_await RunOn(*auth_workers_, work);
+    const auto lane = check == Authenticator::Check::kKnownGood ? WorkQueue::Lane::kPriority
+                                                                : WorkQueue::Lane::kNormal;
+    auto verified = co_await RunOn(*auth_workers_, work, lane);
     if (verified) co_return std::move(*verified);
     co_return upstream::WithRetryAfter(Unavailable("too many logins being checked; retry shortly"),
                                        1);
@@ -1028,18 +1174,14 @@ class ServerImpl : public Server {
       }
     }
     if (route->kind == RouteKind::kReady) {
-      // Liveness is /healthz; this says whether the cache works fully. A degraded node still
-      // serves (misses pass through, lost metadata is fetched again), so balancers may prefer
-      // another node but need not. Each part that is degraded adds its reason, under its name.
-      std::vector<std::pair<const char*, std::string>> degraded;
-      degraded.emplace_back("storage", cache_.StorageDegraded());
-      degraded.emplace_back("metadata", cache_.MetadataDegraded());
-      nlohmann::json why = {{"status", "degraded"}};
-      for (auto& [part, reason] : degraded) {
-        if (!reason.empty()) why[part] = std::move(reason);
-      }
-      Reply reply = why.size() == 1 ? MakeReply(200, "text/plain", "ready\n")
-                                    : MakeReply(503, "application/json", why.dump());
+      // Liveness is /healthz; this says whether the cache works fully: one reason per part that
+      // does not. Degraded storage still serves (misses pass through), so balancers may prefer
+      // another node but need not.
+      nlohmann::json why = nlohmann::json::object();
+      if (auto s = cache_.StorageDegraded(); !s.empty()) why["storage"] = s;
+      if (auto s = cache_.MetadataDegraded(); !s.empty()) why["metadata"] = s;
+      if (auto s = TlsUnready(); !s.empty()) why["tls"] = s;
+      Reply reply = why.empty() ? MakeReply(200, "text/plain", "ready\n") : DegradedReply(why);
       co_return co_await Send(stream, reply, head, can_keep, out);
     }
     if (route->kind == RouteKind::kMetrics) {
@@ -1051,6 +1193,10 @@ class ServerImpl : public Server {
                           static_cast<int64_t>(u->breaker().state()));
         metrics_.SetGauge("regcache_upstream_queue", label,
                           static_cast<int64_t>(u->requests().load() + u->fills().load()));
+      }
+      if (tls_) {
+        metrics_.SetGauge("regcache_tls_handshakes_in_progress", "",
+                          static_cast<int64_t>(handshakes_.in_progress()));
       }
       {
         Reply reply = MakeReply(200, "text/plain; version=0.0.4", metrics_.Render());
@@ -1168,6 +1314,12 @@ class ServerImpl : public Server {
         co_return co_await Send(stream, reply, head, can_keep, out);
       }
     }
+  }
+
+  // /readyz's 503: {"status": "degraded", PART: why, …}.
+  static Reply DegradedReply(nlohmann::json why) {
+    why["status"] = "degraded";
+    return MakeReply(503, "application/json", why.dump());
   }
 
   // The status page, never cached; no script, style inline, nothing loaded from elsewhere.
@@ -1653,7 +1805,13 @@ class ServerImpl : public Server {
   // local lookups, so that a flood of logins cannot delay hits that need SQLite).
   std::shared_ptr<Authenticator> auth_;
   std::unique_ptr<WorkQueue> auth_workers_;
-  std::unique_ptr<TlsContexts> tls_;  // null: plain HTTP
+  std::unique_ptr<TlsContexts> tls_;       // null: plain HTTP
+  std::atomic<int> certificate_state_{0};  // CertificateState last logged
+  HandshakeSlots handshakes_;              // TLS handshakes past their ClientHello
+  // Which wrong-protocol clients and failed handshakes get a log line (per kind and address),
+  // and when the handshake cap does.
+  OncePerInterval protocol_notes_{std::chrono::minutes(kProtocolNoteMinutes), 4096};
+  OncePerInterval cap_notes_{std::chrono::minutes(1), 1};
   StatusPage status_;
   // Declared last and torn down first (see the destructor): coroutine frames use the above.
   // ioc_ runs the acceptor, signals and timers and one share of the connections, on the thread
@@ -1675,6 +1833,14 @@ void RaiseFileLimit() {
 }
 
 }  // namespace
+
+size_t DefaultMaxConnections(uint64_t descriptors, uint64_t memory_bytes, bool tls) {
+  // Leave descriptors for blob files, fills, upstream connections and SQLite.
+  const uint64_t by_descriptors = descriptors > 2048 ? descriptors - 1024 : descriptors / 2;
+  const uint64_t by_memory =
+      memory_bytes / kConnectionMemoryShare / (tls ? kTlsConnectionBytes : kConnectionBytes);
+  return static_cast<size_t>(std::min(by_descriptors, std::max<uint64_t>(64, by_memory)));
+}
 
 Result<std::unique_ptr<Server>> CreateServer(ServerOptions options, cache::PullThroughCache& cache,
                                              cache::UpstreamSet& upstreams, cache::Metrics& metrics,

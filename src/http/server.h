@@ -28,7 +28,7 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout{120};  // keep-alive: how long a connection may sit unused
   // A client that takes nothing from its socket for this long is dropped (frees what it pins).
   std::chrono::seconds write_timeout{30};
-  // Connections beyond this are answered 503 and closed; 0: derived from the descriptor limit.
+  // Connections beyond this are answered 503 and closed; 0: DefaultMaxConnections.
   size_t max_connections = 0;
   // How long the first request for a stale tag waits for its revalidation before it is served
   // the cached copy; every other request for the tag meanwhile is served at once.
@@ -61,6 +61,20 @@ class Server {
 };
 
 class Authenticator;
+
+// What one open connection may hold, for the default connection cap: about 8 KiB measured for
+// an idle plain one and 75 KiB for an idle TLS one (OpenSSL's and Asio's buffers), with room for
+// a request in progress.
+inline constexpr uint64_t kConnectionBytes = 16 * 1024;
+inline constexpr uint64_t kTlsConnectionBytes = 128 * 1024;
+// The share of memory that connections may take at the default cap: a quarter.
+inline constexpr uint64_t kConnectionMemoryShare = 4;
+
+// The connection cap when max_connections is 0: the smaller of what `descriptors` (the
+// RLIMIT_NOFILE soft limit) leaves after 1024 for files and upstreams (half of it, below 2048),
+// and what a quarter of `memory_bytes` (physical memory, or the cgroup's limit) holds at
+// kConnectionBytes each (kTlsConnectionBytes with `tls`); at least 64 by memory.
+size_t DefaultMaxConnections(uint64_t descriptors, uint64_t memory_bytes, bool tls);
 
 // Binds the listening socket. kInvalidArgument for a bad address, kIoError if it cannot bind.
 // With `auth`, requests need credentials (see http/auth.h); without, access is anonymous.

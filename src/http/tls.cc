@@ -18,7 +18,9 @@ namespace regcache::http {
 
 struct TlsContexts::Loaded {
   std::shared_ptr<boost::asio::ssl::context> context;
-  std::string description;
+  std::string subject;  // "subject CN=…, serial …"
+  std::string expiry;   // "2027-01-31 12:00:00 UTC"
+  std::string extra;    // what else to say, e.g. about client certificates
   int64_t not_after = 0;
   bool client_certificates = false;
 };
@@ -76,8 +78,8 @@ std::string Print(const std::function<int(BIO*)>& print) {
   return std::string(data, static_cast<size_t>(n));
 }
 
-// "subject CN=…, serial …, expires 2027-01-31 12:00:00 UTC"; the expiry also in *not_after.
-std::string DescribeCertificate(X509* cert, int64_t* not_after) {
+// "subject CN=…, serial …" into loaded->subject, the expiry into ->expiry and ->not_after.
+void DescribeCertificate(X509* cert, TlsContexts::Loaded* loaded) {
   std::string subject = Print([cert](BIO* b) {
     return X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
   });
@@ -88,17 +90,15 @@ std::string DescribeCertificate(X509* cert, int64_t* not_after) {
     if (hex) serial = hex;
     OPENSSL_free(hex);
   }
-  std::string expiry = "?";
+  loaded->subject = "subject " + subject + ", serial " + serial;
+  loaded->expiry = "?";
   struct tm tm {};
   if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1) {
-    *not_after = static_cast<int64_t>(timegm(&tm));
+    loaded->not_after = static_cast<int64_t>(timegm(&tm));
     char text[32];
     std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
-    expiry = text;
+    loaded->expiry = text;
   }
-  const bool expired = X509_cmp_current_time(X509_get0_notAfter(cert)) < 0;
-  return "subject " + subject + ", serial " + serial + (expired ? ", EXPIRED on " : ", expires ") +
-         expiry;
 }
 
 // Adds every certificate in `pem` as a CA that client certificates must chain to, and names it
@@ -185,9 +185,9 @@ Result<std::shared_ptr<const TlsContexts::Loaded>> Build(const TlsOptions& o) {
     SSL_CTX_set_session_id_context(h, kSessionContext, sizeof kSessionContext - 1);
     loaded->client_certificates = true;
   }
-  loaded->description = DescribeCertificate(SSL_CTX_get0_certificate(h), &loaded->not_after);
+  DescribeCertificate(SSL_CTX_get0_certificate(h), loaded.get());
   if (loaded->client_certificates) {
-    loaded->description += "; client certificates required (CA " + o.client_ca + ")";
+    loaded->extra = "; client certificates required (CA " + o.client_ca + ")";
   }
   return std::shared_ptr<const TlsContexts::Loaded>(std::move(loaded));
 }
@@ -215,6 +215,21 @@ TlsContexts::Stamps StampsOf(const TlsOptions& o) {
 
 }  // namespace
 
+std::optional<size_t> TlsRecordBytes(std::string_view first_bytes) {
+  constexpr size_t kHeader = 5, kMaxPlaintext = 1 << 14;
+  if (first_bytes.size() < kHeader) return 0;
+  const size_t length = static_cast<size_t>(static_cast<unsigned char>(first_bytes[3])) << 8 |
+                        static_cast<unsigned char>(first_bytes[4]);
+  if (length == 0 || length > kMaxPlaintext) return std::nullopt;
+  return kHeader + length;
+}
+
+CertificateState CertificateStateAt(int64_t not_after, int64_t now) {
+  if (not_after <= now) return CertificateState::kExpired;
+  const int64_t warning = std::chrono::seconds(kCertificateWarning).count();
+  return not_after - now <= warning ? CertificateState::kExpiresSoon : CertificateState::kValid;
+}
+
 std::optional<std::string_view> ChooseAlpn(std::string_view offered) {
   while (!offered.empty()) {
     const size_t length = static_cast<unsigned char>(offered[0]);
@@ -240,8 +255,15 @@ std::shared_ptr<boost::asio::ssl::context> TlsContexts::Current() const {
 }
 
 std::string TlsContexts::Describe() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return loaded_->description;
+  std::shared_ptr<const Loaded> loaded;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    loaded = loaded_;
+  }
+  const bool expired =
+      CertificateStateAt(loaded->not_after, std::time(nullptr)) == CertificateState::kExpired;
+  return loaded->subject + (expired ? ", EXPIRED on " : ", expires ") + loaded->expiry +
+         loaded->extra;
 }
 
 int64_t TlsContexts::NotAfter() const {
@@ -257,6 +279,16 @@ bool TlsContexts::client_certificates() const {
 std::chrono::seconds TlsContexts::watch_interval() const {
   std::lock_guard<std::mutex> lock(mu_);
   return options_.watch_interval;
+}
+
+std::chrono::seconds TlsContexts::handshake_timeout() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return options_.handshake_timeout;
+}
+
+size_t TlsContexts::max_handshakes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return options_.max_handshakes;
 }
 
 Status TlsContexts::Reload(std::optional<TlsOptions> options) {

@@ -29,6 +29,12 @@ struct TlsOptions {
   // How often the files are checked for a change (inode, size, modification time); a change is
   // loaded once the files have stayed the same for one more interval. 0: only on SIGHUP.
   std::chrono::seconds watch_interval{5};
+  // From accept to the end of the handshake (at most idle_timeout): a real client needs a few
+  // round trips; a stalled one holds a connection and, once its ClientHello is in, about 95 KiB
+  // of OpenSSL and Asio buffers.
+  std::chrono::seconds handshake_timeout{5};
+  // Handshakes in progress at once (past the ClientHello); beyond, the oldest is closed.
+  size_t max_handshakes = 256;
 
   // Any file given turns TLS on (and then the certificate and the key are both required).
   bool enabled() const { return !cert.empty() || !key.empty() || !client_ca.empty(); }
@@ -44,6 +50,17 @@ inline constexpr unsigned char kTlsHandshakeRecord = 0x16;
 inline constexpr std::array<char, 7> kTlsHandshakeFailureAlert = {0x15, 0x03, 0x01, 0x00,
                                                                   0x02, 0x02, 0x28};
 
+// The bytes of the TLS record that `first_bytes` begins with (5 bytes of header and its body),
+// once its header is in: 0 while fewer than 5 bytes are; nullopt for a header no TLS client
+// sends (a length of 0 or above 2^14, RFC 8446 5.1).
+std::optional<size_t> TlsRecordBytes(std::string_view first_bytes);
+
+// Where a certificate stands at `now` (seconds since the epoch): a warning is due within
+// kCertificateWarning of its expiry.
+enum class CertificateState { kValid, kExpiresSoon, kExpired };
+inline constexpr std::chrono::hours kCertificateWarning{24 * 7};
+CertificateState CertificateStateAt(int64_t not_after, int64_t now);
+
 // ALPN (RFC 7301): the protocol this server speaks, if the client's list offers it. `offered` is
 // the list as sent: each name preceded by its length in one byte.
 std::optional<std::string_view> ChooseAlpn(std::string_view offered);
@@ -58,12 +75,14 @@ class TlsContexts {
   ~TlsContexts();
 
   std::shared_ptr<boost::asio::ssl::context> Current() const;
-  // The certificate being served: subject, serial number, expiry.
+  // The certificate being served: subject, serial number, expiry (or "EXPIRED on …" if it has).
   std::string Describe() const;
   // When the certificate being served expires (seconds since the epoch).
   int64_t NotAfter() const;
   bool client_certificates() const;
   std::chrono::seconds watch_interval() const;
+  std::chrono::seconds handshake_timeout() const;
+  size_t max_handshakes() const;
 
   // Reads the files again (with `options`, other files from now on). On failure the current
   // context (and files) stay, and the error says why.

@@ -6,6 +6,7 @@
 #include <openssl/x509.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -36,14 +37,16 @@ std::string ToPem(const std::function<int(BIO*)>& write) {
   return pem;
 }
 
-// A self-signed P-256 certificate named `cn`, valid for an hour; `passphrase` encrypts the key.
-KeyPair MakeCertificate(const char* cn, long serial, const char* passphrase = nullptr) {
+// A self-signed P-256 certificate named `cn`, valid for an hour (or until `expires_in` seconds
+// from now); `passphrase` encrypts the key.
+KeyPair MakeCertificate(const char* cn, long serial, const char* passphrase = nullptr,
+                        long expires_in = 3600) {
   EVP_PKEY* key = EVP_EC_gen("P-256");
   X509* x = X509_new();
   X509_set_version(x, 2);
   ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
-  X509_gmtime_adj(X509_getm_notBefore(x), -60);
-  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_gmtime_adj(X509_getm_notBefore(x), std::min(-60L, expires_in - 60));
+  X509_gmtime_adj(X509_getm_notAfter(x), expires_in);
   X509_set_pubkey(x, key);
   X509_NAME* name = X509_get_subject_name(x);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn),
@@ -112,6 +115,34 @@ TEST(AlpnTest, AlertIsAFatalHandshakeFailureRecord) {
   EXPECT_EQ(kTlsHandshakeFailureAlert[6], 40);  // handshake_failure
 }
 
+TEST(TlsRecordTest, TheFirstRecordsLengthIsReadFromItsHeader) {
+  EXPECT_EQ(TlsRecordBytes(""), 0u);
+  EXPECT_EQ(TlsRecordBytes(std::string("\x16\x03\x01\x02", 4)), 0u);  // header not complete
+  EXPECT_EQ(TlsRecordBytes(std::string("\x16\x03\x01\x02\x00", 5)), 5u + 512);
+  EXPECT_EQ(TlsRecordBytes(std::string("\x16\x03\x01\x40\x00rest", 9)), 5u + 16384);
+  EXPECT_EQ(TlsRecordBytes(std::string("\x16\x03\x01\x40\x01", 5)), std::nullopt);  // > 2^14
+  EXPECT_EQ(TlsRecordBytes(std::string("\x16\x03\x01\x00\x00", 5)), std::nullopt);  // empty
+}
+
+TEST(TlsRecordTest, CertificateStateWarnsAWeekAhead) {
+  const int64_t now = 1700000000, day = 86400;
+  EXPECT_EQ(CertificateStateAt(now + 30 * day, now), CertificateState::kValid);
+  EXPECT_EQ(CertificateStateAt(now + 7 * day + 1, now), CertificateState::kValid);
+  EXPECT_EQ(CertificateStateAt(now + 7 * day, now), CertificateState::kExpiresSoon);
+  EXPECT_EQ(CertificateStateAt(now + 1, now), CertificateState::kExpiresSoon);
+  EXPECT_EQ(CertificateStateAt(now, now), CertificateState::kExpired);
+  EXPECT_EQ(CertificateStateAt(now - day, now), CertificateState::kExpired);
+}
+
+TEST_F(TlsTest, AnExpiredCertificateLoadsAndSaysSo) {
+  // Loaded, not refused: see docs/serve.md ("TLS"); the server warns and /readyz says so.
+  Install(MakeCertificate("old.test", 7, nullptr, -3600));
+  auto t = TlsContexts::Create(options_);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_NE((*t)->Describe().find(", EXPIRED on "), std::string::npos) << (*t)->Describe();
+  EXPECT_EQ(CertificateStateAt((*t)->NotAfter(), time(nullptr)), CertificateState::kExpired);
+}
+
 TEST_F(TlsTest, LoadsAndDescribesTheCertificate) {
   Install(MakeCertificate("one.test", 0x1234));
   auto t = TlsContexts::Create(options_);
@@ -119,6 +150,7 @@ TEST_F(TlsTest, LoadsAndDescribesTheCertificate) {
   EXPECT_NE((*t)->Current(), nullptr);
   EXPECT_NE((*t)->Describe().find("CN=one.test"), std::string::npos) << (*t)->Describe();
   EXPECT_NE((*t)->Describe().find("serial 1234"), std::string::npos) << (*t)->Describe();
+  EXPECT_NE((*t)->Describe().find(", expires "), std::string::npos) << (*t)->Describe();
   EXPECT_NEAR((*t)->NotAfter(), time(nullptr) + 3600, 60);
   EXPECT_FALSE((*t)->client_certificates());
 }

@@ -77,11 +77,13 @@ def http_request(port, method, path, headers=None, body=None, timeout=60):
         conn.close()
 
 
-def write_htpasswd(path, users):
-    """Writes {user: password} as bcrypt entries, the way `htpasswd -nbB` makes them."""
+def write_htpasswd(path, users, costs=None):
+    """Writes {user: password} as bcrypt entries, the way `htpasswd -nbB` makes them (at
+    htpasswd's default cost, or costs[user])."""
     with open(path, "w") as f:
         for user, pw in users.items():
-            line = subprocess.run(["htpasswd", "-nbB", user, pw], check=True,
+            cost = ["-C", str(costs[user])] if costs and user in costs else []
+            line = subprocess.run(["htpasswd", "-nbB", *cost, user, pw], check=True,
                                   capture_output=True, text=True).stdout.strip()
             f.write(line + "\n")
     return path

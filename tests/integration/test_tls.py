@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,8 +44,9 @@ class Pki:
         openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                 "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", "2", "-subj", "/CN=" + name)
 
-    def issue(self, name, serial, client=False):
-        """(certificate, key) paths: for 127.0.0.1 and localhost, or a client's."""
+    def issue(self, name, serial, client=False, expired=False):
+        """(certificate, key) paths: for 127.0.0.1 and localhost, or a client's; `expired`: one
+        that was valid in January 2020 only."""
         crt, key, csr = (os.path.join(self.dir, name + ext) for ext in (".crt", ".key", ".csr"))
         ext = os.path.join(self.dir, name + ".ext")
         with open(ext, "w") as f:
@@ -52,8 +54,24 @@ class Pki:
                     "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
         openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                 "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
-        openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-set_serial",
-                serial, "-days", "2", "-extfile", ext, "-out", crt)
+        if not expired:
+            openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                    "-set_serial", serial, "-days", "2", "-extfile", ext, "-out", crt)
+            return crt, key
+        # `openssl x509` cannot date a certificate in the past; `openssl ca` can.
+        db = os.path.join(self.dir, name + ".db")
+        os.makedirs(db)
+        open(os.path.join(db, "index.txt"), "w").close()
+        with open(os.path.join(db, "serial"), "w") as f:
+            f.write(serial[2:] + "\n")
+        config = os.path.join(db, "ca.cnf")
+        with open(config, "w") as f:
+            f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\nnew_certs_dir = %s\n"
+                    "serial = %s/serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n"
+                    "[p]\ncommonName = supplied\n" % (db, db, db))
+        openssl("ca", "-batch", "-config", config, "-cert", self.ca, "-keyfile", self.ca_key,
+                "-in", csr, "-out", crt, "-startdate", "20200101000000Z", "-enddate",
+                "20200201000000Z", "-extfile", ext)
         return crt, key
 
 
@@ -84,6 +102,16 @@ def handshake(port, ctx):
             return t.version(), t.selected_alpn_protocol(), t.getpeercert()["serialNumber"]
 
 
+def wait_for_value(predicate, timeout):
+    """Whether `predicate` came true within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -103,6 +131,7 @@ class TlsTest(RegistryTestCase):
         cls.clients = Pki(os.path.join(cls.pki_dir, "clients"), "regcache-test-client-ca")
         cls.client = cls.clients.issue("ci-runner", "0xC3", client=True)
         cls.stranger = cls.pki.issue("stranger", "0xD4", client=True)  # another CA's client
+        cls.expired = cls.pki.issue("server-old", "0xE5", expired=True)
 
     @classmethod
     def tearDownClass(cls):
@@ -119,9 +148,9 @@ class TlsTest(RegistryTestCase):
         return paths
 
     def tls_regcache(self, upstream_url, cert, key, client_ca=None, watch="5s", extra_lines=(),
-                     **kw):
+                     tls_lines=(), **kw):
         lines = list(extra_lines) + ["tls:", "  cert: " + cert, "  key: " + key,
-                                     "  watch_interval: " + watch]
+                                     "  watch_interval: " + watch] + ["  " + l for l in tls_lines]
         if client_ca:
             lines.append("  client_ca: " + client_ca)
         return self.regcache([{"name": "hub", "url": upstream_url}], extra="\n".join(lines) + "\n", **kw)
@@ -279,6 +308,112 @@ class TlsTest(RegistryTestCase):
         self.assertEqual(self.skopeo_pull(rc.host, "--src-tls-verify=false"), digest)
         self.assertLess(time.time() - start, 20)
         self.assertGreaterEqual(rc.metrics().get('regcache_wrong_protocol_total{received="tls"}', 0), 2)
+
+    def test_client_hellos_on_a_plain_port_are_counted_and_logged_once_per_address(self):
+        """Issue 13, item 10: every podman/buildah/skopeo pull from a registry set `insecure =
+        true` tries HTTPS first, and each attempt was a warning in the log."""
+        rc = self.regcache([{"name": "hub", "url": "http://127.0.0.1:9"}])
+        for _ in range(2):
+            with self.assertRaisesRegex(ssl.SSLError, "HANDSHAKE_FAILURE"):
+                handshake(rc.port, client_context(self.pki.ca))
+        self.assertEqual(rc.metrics()['regcache_wrong_protocol_total{received="tls"}'], 2)
+        log = rc.log_text()
+        self.assertEqual(log.count("TLS ClientHello from 127.0.0.1"), 1, log)
+        self.assertIn("insecure = true", log)
+
+    def test_stalled_handshakes_are_capped_and_closed_at_the_deadline(self):
+        """Issue 13, item 7: each stalled handshake held about 95 KiB for 15 s, without a cap."""
+        rc = self.tls_regcache("http://127.0.0.1:9", *self.tls_files(self.cert_a),
+                               tls_lines=["handshake_timeout: 2s", "max_handshakes: 50"])
+        ctx = client_context(self.pki.ca)
+        self.assertEqual(https(rc.port, ctx, "GET", "/v2/")[0], 200)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        hello_client = client_context(self.pki.ca).wrap_bio(inc, out, server_hostname="127.0.0.1")
+        with self.assertRaises(ssl.SSLWantReadError):
+            hello_client.do_handshake()
+        hello = out.read()  # a whole ClientHello record
+        base_fds, base_rss = rc.fd_count(), rc.rss_kib()
+        socks = []
+        start = time.monotonic()
+        try:
+            # 250 send a whole ClientHello and stall (the server holds OpenSSL state for them),
+            # 150 send part of one, 100 nothing at all.
+            for i in range(500):
+                s = socket.create_connection(("127.0.0.1", rc.port), timeout=10)
+                if i % 2 == 0:
+                    s.sendall(hello)
+                elif i % 5 != 1:
+                    s.sendall(hello[:20])
+                socks.append(s)
+            opened = time.monotonic()
+            peak_rss = rc.rss_kib()
+            # A real client still gets in, at once: the oldest stalled handshake makes room.
+            t = time.monotonic()
+            self.assertEqual(https(rc.port, ctx, "GET", "/v2/", timeout=5)[0], 200)
+            self.assertLess(time.monotonic() - t, 1.0)
+            m = https(rc.port, ctx, "GET", "/metrics")[2].decode()
+            evicted = re.search(r"^regcache_tls_handshakes_evicted_total (\d+)", m, re.M)
+            self.assertTrue(evicted, m)
+            self.assertGreaterEqual(int(evicted.group(1)), 150)
+            # Every stalled connection is closed by the server within the deadline of 2 s.
+            closed_at = []
+            for s in socks:
+                s.settimeout(max(0.1, start + 6 - time.monotonic()))
+                try:
+                    while s.recv(65536):
+                        pass
+                    closed_at.append(time.monotonic())
+                except ConnectionResetError:
+                    closed_at.append(time.monotonic())
+                except socket.timeout:
+                    pass
+            self.assertEqual(len(closed_at), len(socks), "connections the server left open")
+            self.assertLess(max(closed_at) - opened, 2 + 1.5)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertTrue(wait_for_value(lambda: rc.fd_count() <= base_fds + 5, 5),
+                        "fds: %d before, %d now" % (base_fds, rc.fd_count()))
+        after_rss = rc.rss_kib()
+        print("\nstalled-handshake burst of 500: RSS %d KiB before, %d KiB with them, %d KiB after"
+              % (base_rss, peak_rss, after_rss))
+        if not os.environ.get("REGCACHE_SANITIZED"):
+            # 50 handshakes at about 95 KiB and 450 connections at a few KiB, not 500 at 95 KiB.
+            self.assertLess(peak_rss - base_rss, 20 * 1024)
+        self.assertEqual(https(rc.port, ctx, "GET", "/v2/")[0], 200)
+        self.assertIn("reached max_handshakes (50)", rc.log_text())
+
+    def test_an_expired_certificate_is_an_error_and_readyz_says_so(self):
+        """Issue 13, item 14: an expired certificate loaded on reload was logged at info level."""
+        cert, key = self.tls_files(self.cert_a)
+        rc = self.tls_regcache("http://127.0.0.1:9", cert, key, watch="0s")
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
+        self.assertEqual(https(rc.port, unverified, "GET", "/readyz")[0], 200)
+        self.tls_files(self.expired)
+        rc.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: TLS certificate reloaded" in rc.log_text(), 10, "the reload")
+        self.assertRegex(rc.log_text(), r" error SIGHUP: TLS certificate reloaded: subject "
+                                        r"CN=server-old, serial E5, EXPIRED on 2020-02-01")
+        st, _, body = https(rc.port, unverified, "GET", "/readyz")
+        self.assertEqual(st, 503, body)
+        ready = json.loads(body)
+        self.assertEqual(ready["status"], "degraded")
+        self.assertIn("expired", ready["tls"])
+        self.assertNotIn("storage", ready)
+        # Clients that verify refuse it; the server still starts with it (and says so loudly).
+        with self.assertRaisesRegex(ssl.SSLError, "CERTIFICATE_VERIFY_FAILED"):
+            handshake(rc.port, client_context(self.pki.ca))
+        rc.stop()
+        rc.start()
+        self.assertRegex(rc.log_text(), r" error TLS certificate: subject CN=server-old.*EXPIRED")
+        self.assertEqual(https(rc.port, unverified, "GET", "/readyz")[0], 503)
+        # Renewed: ready again.
+        self.tls_files(self.cert_b)
+        rc.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "serial B2" in rc.log_text(), 10, "the renewal")
+        self.assertEqual(https(rc.port, unverified, "GET", "/readyz")[0], 200)
 
     def test_sighup_rotates_the_certificate_while_a_transfer_completes(self):
         hub, _ = self.seeded_hub(layer_size=4 * MIB, layers=1)
