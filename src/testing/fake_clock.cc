@@ -33,7 +33,9 @@ void FakeClock::SleepFor(Steady::duration d) {
     return;
   }
   const auto until = elapsed_ + d;
+  ++sleepers_;
   advanced_.wait(lock, [&] { return elapsed_ >= until; });
+  --sleepers_;
 }
 
 void FakeClock::WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
@@ -54,6 +56,11 @@ void FakeClock::Advance(Steady::duration d) {
   // Under mu_: a waiter leaves waiters_ only under it, so each pointer is alive here.
   for (auto* cv : waiters_) cv->notify_all();
   advanced_.notify_all();
+}
+
+int FakeClock::waiting() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sleepers_ + static_cast<int>(waiters_.size());
 }
 
 Clock::Steady::duration FakeClock::slept() const {

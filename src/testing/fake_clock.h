@@ -32,6 +32,9 @@ class FakeClock final : public Clock {
   void Advance(Steady::duration d);
   // Total time slept through SleepFor, for asserting back-off schedules.
   Steady::duration slept() const;
+  // Threads asleep in SleepFor (Sleep::kWaits) or WaitUntil now: a test advances time once the
+  // code under test is waiting, so that its deadline is counted from where the test expects.
+  int waiting() const;
 
  private:
   const Sleep sleep_;
@@ -39,6 +42,7 @@ class FakeClock final : public Clock {
   std::condition_variable advanced_;
   Steady::duration elapsed_{0};
   Steady::duration slept_{0};
+  int sleepers_ = 0;
   std::set<std::condition_variable*> waiters_;
 };
 

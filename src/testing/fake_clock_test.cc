@@ -36,6 +36,7 @@ TEST(FakeClockTest, AWaitingSleeperWakesWhenAnotherThreadAdvancesPastItsDeadline
     clock.SleepFor(10s);
     woke = true;
   });
+  while (clock.waiting() == 0) std::this_thread::yield();
   clock.Advance(9s);
   std::this_thread::sleep_for(20ms);  // real time: the sleeper must still be asleep
   EXPECT_FALSE(woke);
