@@ -342,26 +342,36 @@ Backing::Attempt Backing::Failed(const std::string& target, const Status& s) {
     case Code::kUnauthenticated:
     case Code::kDenied:
       return Attempt{Outcome::kRetry, "denied", s};
+    case Code::kIntegrity:
+      // Everything sent was verified here: a registry that says otherwise read it while another
+      // node wrote the same content (distribution rewrites files in place). Worth another try.
+      return Attempt{Outcome::kRetry, "integrity", s};
     default:
       return Attempt{Outcome::kDrop, "rejected", s};
   }
 }
 
-Backing::Attempt Backing::PushBlob(const std::string& target, const oci::Digest& digest) {
+template <typename Push>
+Backing::Attempt Backing::PushAlone(const std::string& target, const oci::Digest& digest,
+                                    IfPresent if_present, Push&& push) {
   const std::string key = target + "|" + digest.str();
   {
     std::unique_lock<std::mutex> lock(known_mu_);
     pushed_cv_.wait(lock, [&] { return !pushing_.count(key); });
-    if (present_.count(key)) return {};
+    if (if_present == IfPresent::kSkip && present_.count(key)) return {};
     pushing_.insert(key);
   }
-  Attempt r = PushBlobOnce(target, digest);
+  Attempt r = push();
   {
     std::lock_guard<std::mutex> lock(known_mu_);
     pushing_.erase(key);
   }
   pushed_cv_.notify_all();
   return r;
+}
+
+Backing::Attempt Backing::PushBlob(const std::string& target, const oci::Digest& digest) {
+  return PushAlone(target, digest, IfPresent::kSkip, [&] { return PushBlobOnce(target, digest); });
 }
 
 Backing::Attempt Backing::PushBlobOnce(const std::string& target, const oci::Digest& digest) {
@@ -537,12 +547,19 @@ Backing::Attempt Backing::PushManifest(const std::string& target, const oci::Dig
     }
     if (r.outcome != Outcome::kDone) return r;
   }
-  Status s = writer_->PutManifest(target, tag.empty() ? digest.str() : tag, **media_type, *bytes);
-  if (!s.ok()) return Failed(target, s);
-  metrics_.Count("regcache_backing_pushed_manifests_total",
-                 tag.empty() ? "ref=\"digest\"" : "ref=\"tag\"");
-  NotePresent(target, digest);
-  return {};
+  // distribution writes a manifest's file in place: two PUTs of one manifest at once (an index
+  // pushing its child inline while the child's own item runs) can make one read the other's
+  // half-written file and answer DIGEST_INVALID. One push per manifest at a time on this node.
+  return PushAlone(
+      target, digest, tag.empty() ? IfPresent::kSkip : IfPresent::kPush, [&]() -> Attempt {
+        Status s =
+            writer_->PutManifest(target, tag.empty() ? digest.str() : tag, **media_type, *bytes);
+        if (!s.ok()) return Failed(target, s);
+        metrics_.Count("regcache_backing_pushed_manifests_total",
+                       tag.empty() ? "ref=\"digest\"" : "ref=\"tag\"");
+        NotePresent(target, digest);
+        return {};
+      });
 }
 
 }  // namespace regcache::cache

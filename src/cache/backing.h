@@ -118,6 +118,13 @@ class Backing {
   void Enqueue(Item item, bool record);
   void Loop();
   Attempt Process(const metadata::BackingWork& w);
+  // Whether content known to be present by the time PushAlone may run is pushed again (a tag:
+  // yes, it may point elsewhere there) or skipped.
+  enum class IfPresent { kSkip, kPush };
+  // Runs `push` (returning Attempt) while no other thread pushes `digest` into `target`.
+  template <typename Push>
+  Attempt PushAlone(const std::string& target, const oci::Digest& digest, IfPresent if_present,
+                    Push&& push);
   Attempt PushBlob(const std::string& target, const oci::Digest& digest);
   Attempt PushBlobOnce(const std::string& target, const oci::Digest& digest);
   // The streamed upload of the locally stored blob (monolithic, chunked if refused), mounting

@@ -158,5 +158,31 @@ TEST_F(BackingTest, ACopyThatVerifiesOnTheSecondReadIsTrustedAgainUntouched) {
   EXPECT_EQ(registry_->Calls(Op::kCompleteUpload), 0);
 }
 
+TEST_F(BackingTest, AManifestPutAnsweredDigestInvalidIsRetriedNotDropped) {
+  // distribution rewrites a manifest's file in place: a PUT racing another node's PUT of the
+  // same manifest can be answered DIGEST_INVALID although the bytes are right.
+  Open({});
+  const std::string config = "{}";
+  const oci::Digest config_digest = oci::Digest::Of(config);
+  ASSERT_TRUE(blobs_->PutSmall(config_digest, config).ok());
+  const std::string manifest =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
+      R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+      config_digest.str() + R"(","size":2},"layers":[]})";
+  const oci::Digest digest = oci::Digest::Of(manifest);
+  ASSERT_TRUE(blobs_->PutSmall(digest, manifest).ok());
+  ASSERT_TRUE(meta_->PutManifestType(digest, "application/vnd.oci.image.manifest.v1+json").ok());
+  registry_->FailNext(Op::kPutManifest, Status(Code::kIntegrity, "HTTP 400 DIGEST_INVALID"));
+  ASSERT_TRUE(backing_->Start().ok());
+  backing_->Put({metadata::ContentKind::kManifest, kTarget, digest, "v1"});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!registry_->ManifestBytes(kTarget, "v1") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(registry_->ManifestBytes(kTarget, "v1"), manifest);
+  EXPECT_EQ(registry_->Calls(Op::kPutManifest), 2);
+  EXPECT_EQ(metrics_.Get("regcache_backing_failures_total", "reason=\"integrity\""), 1u);
+}
+
 }  // namespace
 }  // namespace regcache::cache

@@ -669,7 +669,8 @@ class RegistryTestCase(unittest.TestCase):
                 fn()
             except Exception:
                 pass
-        shutil.rmtree(self.work, ignore_errors=True)
+        if not os.environ.get("REGCACHE_KEEP_WORK"):
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def registry(self, name, auth=None):
         r = Registry(self.work, name, auth)
